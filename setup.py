@@ -1,0 +1,39 @@
+"""walt: W.A.L.T (Window Attention Latent Transformer) in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name='walt',
+    version='0.1.0',
+    description='W.A.L.T video diffusion in JAX/Flax: causal 3D tokenizer, '
+                'window-attention denoiser, cascade, evaluation.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['walt', 'walt.*']),
+    python_requires='>=3.11',
+    install_requires=[
+        'absl-py',
+        'array_record',
+        'flax>=0.10',  # Linen with logical partitioning helpers
+        'grain>=0.2.10',  # MapDataset.mix / random_map / iterator state
+        'imageio-ffmpeg==0.6.0',  # 0.8.x's ffmpeg breaks mediapy's reader
+        'importlib_resources',  # tfds imports it without declaring it
+        'jax>=0.7',  # jax.sharding.AxisType, make_array_from_process_local_data
+        'mediapy',
+        'ml_collections',
+        'numpy',
+        'optax',
+        'orbax-checkpoint',
+        'tensorboardX',  # TensorBoard events without TensorFlow (clu needs TF)
+        'tensorflow-datasets>=4.9.7',  # array_record data sources without TF
+    ],
+    extras_require={
+        'test': ['pytest', 'pytest-xdist'],
+    },
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'License :: OSI Approved :: Apache Software License',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+    license='Apache-2.0',
+)

@@ -1,0 +1,21 @@
+"""Test setup: 8 fake CPU devices (before JAX starts) and a tiny data set."""
+
+import os
+
+# Must precede the first `import jax` anywhere in the test session.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # noqa: E402
+
+TINY_DATASET = 'moving_sprites/5x32x32'
+
+
+@pytest.fixture(scope='session')
+def sprites_data_dir(tmp_path_factory):
+  """A data dir holding `moving_sprites/5x32x32`, built once per session."""
+  from walt.data import build
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  build.ensure_built(TINY_DATASET, data_dir)
+  return data_dir

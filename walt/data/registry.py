@@ -1,0 +1,24 @@
+"""Names -> tfds builders of the data sets the project defines.
+
+Importing a builder module registers its class with tfds; `builder` makes sure
+that has happened before it resolves a name such as `moving_sprites/17x64x64`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import tensorflow_datasets as tfds
+
+# tfds name -> module defining its builder.
+BUILDER_MODULES = {
+    'moving_sprites': 'walt.data.moving_sprites',
+}
+
+
+def builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The tfds builder for `name` (`dataset[/config][:version]`) in `data_dir`."""
+  base = name.split('/')[0].split(':')[0]
+  if base in BUILDER_MODULES:
+    importlib.import_module(BUILDER_MODULES[base])
+  return tfds.builder(name, data_dir=data_dir, try_gcs=False)
