@@ -9,6 +9,17 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # noqa: E402
 
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """A persistent XLA cache for the session: tests that run the same job
+  twice (resume == uninterrupted) compile it once."""
+  import jax
+  jax.config.update('jax_compilation_cache_dir',
+                    str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
 TINY_DATASET = 'moving_sprites/5x32x32'
 
 

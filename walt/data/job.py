@@ -30,7 +30,9 @@ def preview_grid(video: np.ndarray, max_samples: int = 8) -> np.ndarray:
   return np.concatenate([np.concatenate(list(v), axis=1) for v in video], 0)
 
 
-def run(config, workdir: str) -> None:
+def run(config, workdir: str, mode: str = 'train') -> None:
+  if mode != 'train':
+    raise ValueError(f'the data job has no mode {mode!r}')
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.create_mesh(config.mesh.to_dict())
   rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())

@@ -43,6 +43,7 @@ class DataSpec:
   split: str = 'train'
   frames: int = 17
   resolution: tuple[int, int] = (64, 64)
+  crop: tuple[int, int] | None = None  # then crop (random if random_crop)
   image_fraction: float = 0.0  # of samples that are stacks of images
   video_key: str = 'video'
   label_key: str = 'label'
@@ -63,6 +64,9 @@ class DataSpec:
     values.update(overrides)
     res = values.get('resolution', cls.resolution)
     values['resolution'] = (res, res) if isinstance(res, int) else tuple(res)
+    if values.get('crop') is not None:
+      crop = values['crop']
+      values['crop'] = (crop, crop) if isinstance(crop, int) else tuple(crop)
     return cls(**values)
 
 
@@ -114,6 +118,8 @@ def _decode(spec: DataSpec, key: str, frames: int):
       video = video[None]
     video = video_ops.temporal_crop(video, frames, rng)
     video = video_ops.resize_and_crop(video, height, width, rng)
+    if spec.crop is not None:
+      video = video_ops.crop(video, *spec.crop, rng)
     return video_ops.to_float(video)
 
   return decode

@@ -44,8 +44,15 @@ def resize_and_crop(video: np.ndarray, height: int, width: int,
     raise ValueError(
         f'frames of {h}x{w} are smaller than the requested {height}x{width}; '
         'build the data set at a higher resolution')
-  video = downsample(video, factor)
+  return crop(downsample(video, factor), height, width, rng)
+
+
+def crop(video: np.ndarray, height: int, width: int,
+         rng: np.random.Generator | None) -> np.ndarray:
+  """A `height x width` window: random offset if `rng`, else centred."""
   h, w = video.shape[1:3]
+  if height > h or width > w:
+    raise ValueError(f'cannot crop {height}x{width} from {h}x{w}')
   if rng is not None:
     top = int(rng.integers(h - height + 1))
     left = int(rng.integers(w - width + 1))

@@ -1,0 +1,148 @@
+"""Causal 3D tokenizer: causality, image/video consistency, shapes, chunking,
+inflation."""
+
+import importlib.util
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from walt.models import tokenizer as tok
+from walt.train import tokenizer_trainer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# 4 levels (8x spatial), 2 temporal downsamplings (4x), tiny widths.
+TINY = tok.TokenizerConfig(base_channels=8, channel_multipliers=(1, 1, 2, 2),
+                           num_res_blocks=1, num_mid_blocks=1, num_groups=4,
+                           latent_channels=4)
+
+
+def _load_config(relpath, arg=None):
+  spec = importlib.util.spec_from_file_location('cfg', ROOT / relpath)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _perturbed_init(model, example):
+  """Params with every leaf nudged off its init (e.g. the zero-initialised
+  adaptive-norm maps), so every path of the network is exercised."""
+  @jax.jit
+  def init(example):
+    params = nn.unbox(model.init(jax.random.key(0), example))['params']
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    return jax.tree.unflatten(tree, [
+        p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  return init(example)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  model = tok.Tokenizer(TINY)
+  video = jax.random.uniform(jax.random.key(1), (2, 9, 16, 16, 3),
+                             minval=-1, maxval=1)
+  params = _perturbed_init(model, video)
+  encode = jax.jit(lambda p, v: model.apply({'params': p}, v,
+                                            method='encode'))
+  decode = jax.jit(lambda p, z: model.apply({'params': p}, z,
+                                            method='decode'))
+  return model, params, video, encode, decode
+
+
+def test_encoder_is_exactly_causal(tiny):
+  _, params, video, encode, _ = tiny
+  z = encode(params, video)
+  assert z.shape == (2, 3, 2, 2, 4)
+  later = video.at[:, 5:].set(jax.random.uniform(jax.random.key(3),
+                                                 video[:, 5:].shape))
+  z2 = encode(params, later)
+  # Latent frames 0 (frame 0) and 1 (frames 1-4) never see frames 5-8.
+  np.testing.assert_array_equal(np.asarray(z[:, :2]), np.asarray(z2[:, :2]))
+  assert not np.allclose(z[:, 2], z2[:, 2])
+
+
+def test_decoder_is_exactly_causal(tiny):
+  _, params, video, encode, decode = tiny
+  z = encode(params, video)
+  x = decode(params, z)
+  assert x.shape == video.shape
+  z2 = z.at[:, 2].add(1.0)
+  x2 = decode(params, z2)
+  np.testing.assert_array_equal(np.asarray(x[:, :5]), np.asarray(x2[:, :5]))
+  assert not np.allclose(x[:, 5:], x2[:, 5:])
+
+
+def test_image_latent_is_first_latent_frame_of_any_video_starting_with_it(
+    tiny):
+  _, params, video, encode, _ = tiny
+  image_latent = encode(params, video[:, :1])
+  assert image_latent.shape == (2, 1, 2, 2, 4)
+  other = video.at[:, 1:].set(-video[:, 1:])
+  for v in (video, other):
+    np.testing.assert_allclose(np.asarray(encode(params, v)[:, :1]),
+                               np.asarray(image_latent), atol=1e-5)
+
+
+def test_chunked_encode_and_decode_equal_whole(tiny):
+  model, params, _, encode, decode = tiny
+  video = jax.random.uniform(jax.random.key(4), (1, 13, 16, 16, 3),
+                             minval=-1, maxval=1)
+  z = encode(params, video)
+  np.testing.assert_allclose(
+      np.asarray(tok.encode_chunked(model, params, video)), np.asarray(z),
+      atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(tok.encode_chunked(model, params, video,
+                                    chunk_latent_frames=2)),
+      np.asarray(z), atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(tok.decode_chunked(model, params, z)),
+      np.asarray(decode(params, z)), atol=1e-5)
+
+
+def test_inflated_video_tokenizer_reproduces_the_image_tokenizer():
+  image_cfg = tok.TokenizerConfig(**{**TINY.__dict__, 'temporal_kernel': 1})
+  image_model, video_model = tok.Tokenizer(image_cfg), tok.Tokenizer(TINY)
+  image = jax.random.uniform(jax.random.key(5), (2, 1, 16, 16, 3),
+                             minval=-1, maxval=1)
+  image_params = _perturbed_init(image_model, image)
+  shapes = jax.eval_shape(lambda: nn.unbox(video_model.init(
+      jax.random.key(0), jnp.zeros((1, 9, 16, 16, 3))))['params'])
+  video_params = tok.inflate_image_params(image_params, shapes)
+  assert jax.tree.map(lambda a: a.shape, video_params) == jax.tree.map(
+      lambda a: a.shape, shapes)
+  def run(model, params):
+    z = model.apply({'params': params}, image, method='encode')
+    return z, model.apply({'params': params}, z, method='decode')
+  want_z, want = jax.jit(lambda p: run(image_model, p))(image_params)
+  got_z, got = jax.jit(lambda p: run(video_model, p))(video_params)
+  np.testing.assert_allclose(np.asarray(got_z), np.asarray(want_z), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+@pytest.mark.parametrize('config,arg,latent', [
+    ('configs/tokenizer/ucf101.py', None, [5, 16, 16, 8]),
+    ('configs/tokenizer/k600.py', None, [5, 16, 16, 8]),
+    ('configs/tokenizer/t2v.py', 'stage=sr1', [5, 32, 56, 8]),
+    ('configs/tokenizer/imagenet.py', None, [1, 32, 32, 8]),
+    ('configs/tokenizer/sprites.py', None, [5, 8, 8, 8]),
+])
+def test_paper_shapes_without_allocation(config, arg, latent):
+  info = tokenizer_trainer.describe(_load_config(config, arg), flops=False)
+  assert info['latent_shape'] == latent
+  assert info['params'] > 0
+
+
+def test_latent_shape_rules():
+  c = tok.TokenizerConfig()
+  assert c.latent_shape(17, 128, 128) == (5, 16, 16, 8)
+  assert c.latent_shape(1, 256, 256) == (1, 32, 32, 8)
+  with pytest.raises(ValueError, match='1 \\+ 4k'):
+    c.latent_shape(16, 128, 128)
+  with pytest.raises(ValueError, match='divisible'):
+    c.latent_shape(17, 100, 128)

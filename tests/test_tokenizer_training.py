@@ -1,0 +1,132 @@
+"""The tokenizer job on the shared trainer toolkit, end to end on tiny data:
+learning, eval files, latent stats, checkpoint round trip, exact resume."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_DATASET
+from tests.test_tokenizer import _load_config
+from walt import config_lib
+from walt.models import tokenizer as tok
+from walt.parallel import mesh as mesh_lib
+from walt.train import loop
+from walt.train import tokenizer_trainer
+
+
+def _config(data_dir, total_steps, gan_start=20):
+  c = _load_config('configs/tokenizer/sprites.py', 'quick')
+  c.unlock()
+  c.data.update({'name': TINY_DATASET, 'data_dir': data_dir, 'frames': 5,
+                 'resolution': (32, 32)})
+  c.model.update({'base_channels': 8, 'channel_multipliers': (1, 1, 2, 2),
+                  'num_groups': 4})
+  c.discriminator.update({'base_channels': 4,
+                          'channel_multipliers': (1, 1)})
+  c.loss.gan_start = gan_start
+  c.optimizer.warmup_steps = c.disc_optimizer.warmup_steps = 5
+  c.batch_size, c.total_steps = 8, total_steps
+  c.log_every, c.checkpoint_every = 5, 15
+  c.eval_every = c.summary_every = 30
+  c.eval.update({'frames': 5, 'batch_size': 8, 'num_examples': 16,
+                 'num_summary_videos': 1})
+  c.latent_stats.update({'num_examples': 16, 'batch_size': 8})
+  c.mesh.fsdp = 2
+  c.lock()
+  config_lib.validate(c, extra=tokenizer_trainer.VALIDATORS)
+  return c
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(sprites_data_dir, tmp_path_factory):
+  """(workdir, final state) of a 30-step run with a GAN phase from step 20."""
+  workdir = str(tmp_path_factory.mktemp('tok_a'))
+  return workdir, tokenizer_trainer.run(_config(sprites_data_dir, 30),
+                                        workdir)
+
+
+def test_loss_falls_and_job_writes_its_files(uninterrupted):
+  uninterrupted, _ = uninterrupted
+  rows = [r for r in _metrics(uninterrupted) if 'loss' in r]
+  assert {'step', 'loss', 'steps_per_sec', 'psnr'} <= set(rows[0])
+  assert rows[-1]['step'] == 30
+  assert rows[-1]['l2'] < 0.5 * rows[0]['l2']
+  assert rows[-1]['d_loss'] > 0  # the GAN phase (from step 20) ran
+  results = json.load(open(os.path.join(uninterrupted, 'eval', '30',
+                                        'results.json')))
+  assert {'psnr', 'ssim'} <= set(results) and results['num_samples'] == 16
+  assert results['metrics']['psnr'] == results['psnr']
+  assert results['protocol']['split'] == 'validation'
+  stats = json.load(open(os.path.join(uninterrupted, 'latent_stats.json')))
+  assert len(stats['mean']) == len(stats['std']) == 8
+  assert all(s > 0 for s in stats['std'])
+  mean, std = tokenizer_trainer.load_latent_stats(uninterrupted)
+  z = np.random.default_rng(0).normal(mean, std, size=(4000, 8))
+  zn = np.asarray(tok.normalize(z, mean, std))
+  np.testing.assert_allclose(zn.mean(0), 0, atol=0.1)
+  np.testing.assert_allclose(zn.std(0), 1, atol=0.1)
+  np.testing.assert_allclose(np.asarray(tok.denormalize(zn, mean, std)), z,
+                             rtol=1e-5, atol=1e-5)
+  samples = os.listdir(os.path.join(uninterrupted, 'samples', '30'))
+  assert {'reconstruction_0.mp4', 'reconstruction_0.gif'} <= set(samples)
+
+
+def _restore(config, workdir):
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  rules = mesh_lib.rules_from_config({})
+  task = tokenizer_trainer.TokenizerTask(config, workdir, mesh, rules)
+  return loop.restore_latest(task, config, workdir, mesh, rules)
+
+
+def _assert_trees_equal(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(
+      np.asarray(x), np.asarray(y)), a, b)
+
+
+def test_resumed_training_equals_uninterrupted(sprites_data_dir, uninterrupted,
+                                               tmp_path):
+  workdir = str(tmp_path)
+  first = _config(sprites_data_dir, 30)
+  first.unlock()
+  first.stop_at_step = 15  # "preempted" after step 15
+  tokenizer_trainer.run(first, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'eval'))
+  config = _config(sprites_data_dir, 30)
+  assert int(_restore(config, workdir).step) == 15
+  tokenizer_trainer.run(config, workdir)  # resumes state and data position
+  resumed, straight = _restore(config, workdir), uninterrupted[1]
+  assert int(resumed.step) == 30
+  _assert_trees_equal(resumed.params, straight.params)
+  _assert_trees_equal(resumed.ema_params, straight.ema_params)
+  _assert_trees_equal(resumed.extra, straight.extra)
+  steps = [r['step'] for r in _metrics(workdir) if 'loss' in r]
+  assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+def test_checkpoint_restore_gives_the_final_state(sprites_data_dir,
+                                                  uninterrupted):
+  workdir, final = uninterrupted
+  restored = _restore(_config(sprites_data_dir, 30), workdir)
+  _assert_trees_equal(restored, final)
+
+
+def test_nan_guard_skips_non_finite_updates():
+  opt = _load_config('configs/tokenizer/sprites.py', 'quick').optimizer
+  tx = loop.make_optimizer(opt, 10)
+  params = {'w': np.ones(3, np.float32)}
+  state = tx.init(params)
+  nan = {'w': np.array([np.nan, 1, 1], np.float32)}
+  updates, state = tx.update(nan, state, params)
+  assert np.all(np.asarray(updates['w']) == 0)  # skipped, not applied
+  assert int(state.notfinite_count) == 1
+  updates, state = tx.update({'w': np.ones(3, np.float32)}, state, params)
+  assert int(state.notfinite_count) == 0 and np.all(np.isfinite(
+      np.asarray(updates['w'])))

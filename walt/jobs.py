@@ -1,0 +1,20 @@
+"""`config.job` name -> the module that runs it.
+
+Each module has `run(config, workdir, mode='train')`, optionally `VALIDATORS`
+(extra config checks) and `describe(config)` (model summary without
+allocation).
+"""
+
+import importlib
+from types import ModuleType
+
+JOBS = {
+    'data': 'walt.data.job',
+    'tokenizer': 'walt.train.tokenizer_trainer',
+}
+
+
+def load(name: str) -> ModuleType:
+  if name not in JOBS:
+    raise ValueError(f'config.job={name!r}; known jobs: {sorted(JOBS)}')
+  return importlib.import_module(JOBS[name])

@@ -1,0 +1,112 @@
+"""One Orbax `CheckpointManager` saving train state, data-iterator state and
+config together (async, keep-N), and the resume order every job follows:
+
+    WORKDIR/checkpoints (latest step)  ->  config.resume  ->  config.init_from
+    ->  scratch
+
+`resume` continues another run (state, data position and step); `init_from`
+takes only params (and EMA params) from a checkpoint and starts at step 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+ITEMS = ('state', 'data', 'config')
+
+
+class Checkpointer:
+  """Saves and restores `(state, data iterator state, config)` per step."""
+
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory, item_names=ITEMS,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True,
+            enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state, data_state: dict[str, Any] | None,
+           config: ml_collections.ConfigDict, force: bool = False) -> bool:
+    return self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state or {}),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))),
+                              force=force)
+
+  def restore(self, step: int | None, target) -> tuple[Any, dict, dict]:
+    """(state placed like `target`, data state, config dict) of `step`
+    (default: latest)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target),
+        data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+    return out['state'], dict(out['data'] or {}), dict(out['config'] or {})
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def split_path(path: str) -> tuple[str, int | None]:
+  """`DIR` or `DIR/checkpoints` or `DIR/checkpoints/STEP` -> (manager dir,
+  step or None for the latest)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  base = os.path.basename(path)
+  if base.isdigit():
+    return os.path.dirname(path), int(base)
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    return os.path.join(path, 'checkpoints'), None
+  return path, None
+
+
+def restore_from(path: str, target_state) -> tuple[Any, dict, dict]:
+  """(state, data state, config) of the checkpoint at `path` (a workdir, its
+  `checkpoints` dir, or one step's dir), placed like `target_state`."""
+  directory, step = split_path(path)
+  ckpt = Checkpointer(directory, async_save=False)
+  try:
+    return ckpt.restore(step, target_state)
+  finally:
+    ckpt.close()
+
+
+def resume_or_init(ckpt: Checkpointer, config, init, target):
+  """Follows the resume order. `init()` -> fresh state (scratch).
+
+  Returns:
+    (state, data iterator state or None, where it came from).
+  """
+  if ckpt.latest_step() is not None:
+    state, data, _ = ckpt.restore(None, target)
+    return state, data, f'workdir step {int(jax.device_get(state.step))}'
+  resume = config.get('resume')
+  if resume:
+    state, data, _ = restore_from(resume, target)
+    return state, data, f'resume {resume}'
+  state = init()
+  init_from = config.get('init_from')
+  if init_from:
+    source, _, _ = restore_from(init_from, target)
+    state = state.replace(params=source.params, ema_params=source.ema_params)
+    logging.info('Initialised params from %s', init_from)
+    return state, None, f'init_from {init_from}'
+  return state, None, 'scratch'

@@ -1,0 +1,161 @@
+"""The one training loop every model uses.
+
+A model plugs in a *task* object:
+
+    task.init_state(rng) -> boxed TrainState            (pure; traced once)
+    task.train_step(state, batch) -> (state, metrics)   (pure; jitted, donated)
+    task.evaluate(state, step) -> dict | None           (host; eval hook)
+    task.summaries(state, batch, step, logger)          (host; videos)
+    task.finalize(state, checkpointer)                  (host; after training)
+
+The loop owns everything else: mesh, data iterator, sharded init, resume order
+(workdir -> config.resume -> config.init_from -> scratch), the jitted step,
+metrics (`metrics.jsonl`, TensorBoard, progress with ETA), checkpoints
+(state + data position + config), the NaN guard, and eval/summary cadence.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Protocol
+
+from absl import logging
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from walt.data import pipeline
+from walt.parallel import mesh as mesh_lib
+from walt.train import checkpoint as ckpt_lib
+from walt.train import metrics as metrics_lib
+from walt.train import state as state_lib
+
+
+class Task(Protocol):
+  def init_state(self, rng: jax.Array) -> state_lib.TrainState: ...
+  def train_step(self, state, batch) -> tuple[Any, dict]: ...
+  def evaluate(self, state, step: int) -> dict | None: ...
+  def summaries(self, state, batch, step: int, logger) -> None: ...
+  def finalize(self, state, checkpointer) -> None: ...
+
+
+def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
+  """Adam(W) with linear warm-up then cosine decay, clipping, and a NaN guard
+  (`apply_if_finite`: non-finite updates are skipped, not applied).
+
+  opt: ConfigDict with lr, b1, b2, weight_decay, warmup_steps, grad_clip,
+    min_lr_ratio.
+  """
+  warmup = max(opt.warmup_steps, 1)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, opt.lr, warmup, max(total_steps, warmup + 1),
+      end_value=opt.lr * opt.get('min_lr_ratio', 0.0))
+  parts = []
+  if opt.get('grad_clip'):
+    parts.append(optax.clip_by_global_norm(opt.grad_clip))
+  if opt.get('weight_decay'):
+    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2,
+                             weight_decay=opt.weight_decay))
+  else:
+    parts.append(optax.adam(schedule, b1=opt.b1, b2=opt.b2))
+  return optax.apply_if_finite(optax.chain(*parts),
+                               max_consecutive_errors=opt.get('max_nonfinite',
+                                                              20))
+
+
+def _finite(metrics: dict) -> bool:
+  return all(np.all(np.isfinite(np.asarray(v))) for v in metrics.values())
+
+
+def train(task: Task, config, workdir: str) -> Any:
+  """Trains `task` to `config.total_steps`; returns the final state."""
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  spec = pipeline.DataSpec.from_config(config.data)
+  data = pipeline.make_iterator(spec, mesh, global_batch_size=config.batch_size,
+                                seed=config.seed, rules=rules)
+  rng = jax.random.key(config.seed)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    shardings, target = _abstract_state(task, rng, mesh, rules)
+    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                 keep=config.get('keep_checkpoints', 3))
+    state, data_state, origin = ckpt_lib.resume_or_init(
+        ckpt, config,
+        lambda: state_lib.init_sharded(task.init_state, mesh, rules, rng)[0],
+        target)
+    if data_state:
+      data.set_state(data_state)
+    start = int(jax.device_get(state.step))
+    logging.info('Train state from %s; step %d of %d', origin, start,
+                 config.total_steps)
+    step_fn = jax.jit(task.train_step, out_shardings=(shardings, None),
+                      donate_argnums=(0,))
+
+    logger = metrics_lib.MetricLogger(workdir, config.total_steps, start)
+    eval_every = config.get('eval_every', 0)
+    summary_every = config.get('summary_every', 0)
+    bad_logs = 0
+    step = start
+    # `stop_at_step` ends this run early (a time slice of a longer schedule);
+    # the next run with the same workdir resumes where it stopped.
+    stop = min(config.get('stop_at_step') or config.total_steps,
+               config.total_steps)
+    for step in range(start + 1, stop + 1):
+      batch = next(data)
+      state, metrics = step_fn(state, batch)
+      last = step == config.total_steps
+      if step % config.log_every == 0 or last or step == start + 1:
+        metrics = jax.device_get(metrics)
+        if not _finite(metrics):
+          # The update was skipped by apply_if_finite; stop if it persists.
+          bad_logs += 1
+          logging.warning('non-finite metrics at step %d: %s', step, metrics)
+          if bad_logs >= config.get('max_nonfinite_logs', 3):
+            raise FloatingPointError(
+                f'non-finite loss at step {step} in {bad_logs} consecutive '
+                f'logs: {metrics}')
+        else:
+          bad_logs = 0
+        logger.log(step, metrics)
+      if summary_every and (step % summary_every == 0 or last):
+        task.summaries(state, batch, step, logger)
+      if step % config.checkpoint_every == 0 or last or step == stop:
+        ckpt.save(step, state, data.get_state(), config,
+                  force=last or step == stop)
+      if eval_every and (step % eval_every == 0 or last):
+        _evaluate(task, state, step, logger)
+    ckpt.wait()
+    if step == config.total_steps:
+      if start >= config.total_steps and eval_every:
+        _evaluate(task, state, step, logger)
+      task.finalize(state, ckpt)
+    ckpt.close()
+    logger.close()
+  return state
+
+
+def _abstract_state(task: Task, rng, mesh, rules):
+  """(shardings, restore target) of the task's state, without allocating."""
+  abstract = jax.eval_shape(task.init_state, rng)
+  shardings = state_lib.state_shardings(abstract, mesh, rules)
+  return shardings, state_lib.abstract_target(abstract, shardings)
+
+
+def restore_latest(task: Task, config, workdir: str, mesh, rules):
+  """The latest checkpointed state of `workdir`, sharded on `mesh`."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    _, target = _abstract_state(task, jax.random.key(config.seed), mesh,
+                                rules)
+  return ckpt_lib.restore_from(workdir, target)[0]
+
+
+def _evaluate(task: Task, state, step: int, logger) -> None:
+  started = time.time()
+  results = task.evaluate(state, step)
+  if results:
+    logger.log(step, results, prefix='eval/')
+    logging.info('eval at step %d (%.0f s): %s', step, time.time() - started,
+                 results)

@@ -1,0 +1,103 @@
+"""Metric logging: `WORKDIR/metrics.jsonl`, TensorBoard, progress lines, and
+video summaries (`WORKDIR/samples/<step>/*.mp4|gif` plus a frame grid in
+TensorBoard). Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+from absl import logging
+import imageio_ffmpeg
+import jax
+import mediapy
+import numpy as np
+
+mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def _scalar(v) -> float:
+  return float(np.asarray(v))
+
+
+class MetricLogger:
+  """Writes one JSON object per logged step and TensorBoard scalars."""
+
+  def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
+    self.workdir = workdir
+    self.total_steps = total_steps
+    self.main = jax.process_index() == 0
+    self._last_time, self._last_step = time.time(), start_step
+    self._tb = None
+    if self.main:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # no TensorFlow needed
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+
+  def log(self, step: int, metrics: Mapping[str, float], prefix: str = ''
+          ) -> dict[str, float]:
+    """Logs scalars; adds `steps_per_sec` for training metrics."""
+    now = time.time()
+    out = {k: _scalar(v) for k, v in metrics.items()}
+    if not prefix:
+      rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+      out['steps_per_sec'] = rate
+      self._last_time, self._last_step = now, step
+      eta = (self.total_steps - step) / rate if rate > 0 else math.inf
+      shown = ', '.join(f'{k}={v:.4g}' for k, v in sorted(out.items()))
+      logging.info('step %d/%d (%.1f%%) %s, ETA %s', step, self.total_steps,
+                   100.0 * step / self.total_steps, shown, _duration(eta))
+    if self.main:
+      record = {'step': int(step), **{f'{prefix}{k}': v
+                                      for k, v in out.items()}}
+      self._jsonl.write(json.dumps(record) + '\n')
+      self._jsonl.flush()
+      for k, v in out.items():
+        self._tb.add_scalar(f'{prefix}{k}', v, step)
+    return out
+
+  def videos(self, step: int, name: str, videos: np.ndarray, fps: int = 8
+             ) -> list[str]:
+    """uint8 `[n, t, h, w, 3]` -> mp4 + gif files and a TensorBoard grid."""
+    if not self.main:
+      return []
+    directory = os.path.join(self.workdir, 'samples', str(step))
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for i, video in enumerate(videos):
+      for ext in ('mp4', 'gif'):
+        path = os.path.join(directory, f'{name}_{i}.{ext}')
+        mediapy.write_video(path, video, fps=fps, codec='gif' if ext == 'gif'
+                            else 'h264')
+        paths.append(path)
+    grid = frame_grid(videos)
+    mediapy.write_image(os.path.join(directory, f'{name}.png'), grid)
+    self._tb.add_image(name, grid, step, dataformats='HWC')
+    return paths
+
+  def flush(self) -> None:
+    if self.main:
+      self._jsonl.flush()
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self.main:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def frame_grid(videos: np.ndarray) -> np.ndarray:
+  """uint8 `[n, t, h, w, 3]` -> `[n * h, t * w, 3]`: a row of frames each."""
+  return np.concatenate([np.concatenate(list(v), axis=1) for v in videos], 0)
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
