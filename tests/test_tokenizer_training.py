@@ -130,3 +130,24 @@ def test_nan_guard_skips_non_finite_updates():
   updates, state = tx.update({'w': np.ones(3, np.float32)}, state, params)
   assert int(state.notfinite_count) == 0 and np.all(np.isfinite(
       np.asarray(updates['w'])))
+
+
+def test_eval_and_latent_stats_modes_use_the_latest_checkpoint(
+    sprites_data_dir, uninterrupted):
+  workdir, final = uninterrupted
+  config = _config(sprites_data_dir, 30)
+  results_path = os.path.join(workdir, 'eval', '30', 'results.json')
+  before = json.load(open(results_path))
+  os.remove(results_path)
+  state = tokenizer_trainer.run(config, workdir, mode='eval')
+  assert int(state.step) == 30
+  after = json.load(open(results_path))
+  assert after['psnr'] == pytest.approx(before['psnr'], abs=1e-4)
+  stats_path = os.path.join(workdir, 'latent_stats.json')
+  before = json.load(open(stats_path))
+  os.remove(stats_path)
+  tokenizer_trainer.run(config, workdir, mode='latent_stats')
+  after = json.load(open(stats_path))
+  np.testing.assert_allclose(after['mean'], before['mean'], atol=1e-5)
+  with pytest.raises(ValueError, match='unknown mode'):
+    tokenizer_trainer.run(config, workdir, mode='sample')

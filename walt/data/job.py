@@ -15,6 +15,7 @@ import time
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import mediapy
 import numpy as np
 
@@ -45,7 +46,7 @@ def run(config, workdir: str, mode: str = 'train') -> None:
     examples += config.batch_size
     if step == 1 and distributed.is_main_process():
       # Gather the global batch to this host for the preview only.
-      video = np.asarray(jax.experimental.multihost_utils.process_allgather(
+      video = np.asarray(multihost_utils.process_allgather(
           batch['video'], tiled=True))
       mediapy.write_image(os.path.join(workdir, 'data_preview.png'),
                           preview_grid(video))

@@ -111,7 +111,9 @@ class TokenizerTask:
         total += c.kl_weight * kl
         metrics['kl'] = kl
       if self.perceptual is not None and c.perceptual_weight > 0:
-        p = self.perceptual(recon, video)
+        p = jax.lax.cond(state.step >= c.perceptual_start,
+                         lambda r: self.perceptual(r, video),
+                         lambda r: jnp.zeros(()), recon)
         total += c.perceptual_weight * p
         metrics['perceptual'] = p
       if self.disc is not None:
@@ -313,6 +315,7 @@ def default_config(variant_name: str = ''):
       'base_channels': 64, 'channel_multipliers': (2, 4, 4, 4, 4)})
   c.loss = ml_collections.ConfigDict({
       'l2_weight': 5.0, 'perceptual_weight': 0.1, 'perceptual_weights': '',
+      'perceptual_start': 0,
       'gan_weight': 0.1, 'gan_start': 50_000, 'r1_weight': 10.0,
       'lecam_weight': 0.001, 'lecam_decay': 0.999, 'kl_weight': 1e-6})
   opt = {'lr': 1e-4, 'b1': 0.0, 'b2': 0.99, 'weight_decay': 0.0,
