@@ -5,8 +5,10 @@ compression, 8 latent channels, like the paper's).
     python -m walt.main --config=configs/tokenizer/sprites.py:quick --workdir=...
 
 Default: the quality config (17x64x64 clips; trains on random 9-frame 32x32
-crops, evaluated on whole 17x64x64 held-out clips; ~60 min on 2 CPU cores).
-`quick`: the quickstart size (17x32x32, ~3 min on 2 CPU cores).
+crops, evaluated on whole 17x64x64 held-out clips; 54 min of training + ~7 min
+of evaluation on 2 CPU cores; measured held-out PSNR 19.2 dB / SSIM 0.55 --
+compute-bound, far from converged). `quick`: the quickstart size (17x32x32,
+training done in ~3 min on 2 CPU cores; held-out PSNR 16.7 dB).
 """
 
 import os
