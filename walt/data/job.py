@@ -23,12 +23,7 @@ from walt.data import pipeline
 from walt.data import video_ops
 from walt.parallel import distributed
 from walt.parallel import mesh as mesh_lib
-
-
-def preview_grid(video: np.ndarray, max_samples: int = 8) -> np.ndarray:
-  """`[b, t, h, w, 3]` in [-1, 1] -> uint8 grid, a row of frames per sample."""
-  video = video_ops.to_uint8(video[:max_samples])
-  return np.concatenate([np.concatenate(list(v), axis=1) for v in video], 0)
+from walt.train import metrics as metrics_lib
 
 
 def run(config, workdir: str, mode: str = 'train') -> None:
@@ -49,7 +44,7 @@ def run(config, workdir: str, mode: str = 'train') -> None:
       video = np.asarray(multihost_utils.process_allgather(
           batch['video'], tiled=True))
       mediapy.write_image(os.path.join(workdir, 'data_preview.png'),
-                          preview_grid(video))
+                          metrics_lib.frame_grid(video_ops.to_uint8(video[:8])))
     if step % config.log_every == 0 or step == config.total_steps:
       jax.block_until_ready(batch)
       rate = examples / (time.time() - start)

@@ -39,9 +39,3 @@ def lecam(real_logits: jax.Array, fake_logits: jax.Array, ema_real: jax.Array,
   """LeCam regulariser (Tseng et al. 2021)."""
   return (jnp.mean(jnp.square(jax.nn.relu(real_logits - ema_fake))) +
           jnp.mean(jnp.square(jax.nn.relu(ema_real - fake_logits))))
-
-
-def psnr(x: jax.Array, y: jax.Array, axes=(1, 2, 3, 4)) -> jax.Array:
-  """PSNR in dB of videos in [-1, 1] (peak 2), per sample."""
-  mse = jnp.mean(jnp.square(jnp.clip(x, -1, 1) - jnp.clip(y, -1, 1)), axis=axes)
-  return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-12))

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from walt.data import pipeline
+from walt.data import video_ops
 from walt.evaluation import reconstruction
 from walt.models import perceptual as perceptual_lib
 from walt.models import tokenizer as tok
@@ -139,7 +140,7 @@ class TokenizerTask:
           lambda e, v, r: (e, _zero_disc_metrics()), state.extra, video,
           jax.lax.stop_gradient(recon))
       metrics.update(d_metrics)
-    metrics['psnr'] = jnp.mean(losses.psnr(recon, video))
+    metrics['psnr'] = jnp.mean(reconstruction.psnr(recon, video))
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state, ema_params=ema,
                          extra=extra), metrics
@@ -209,8 +210,7 @@ class TokenizerTask:
     video = next(self.eval_batches())['video'][:e.num_summary_videos]
     recon = self._reconstruct_fn()(self.eval_params(state), video)
     both = np.concatenate([np.asarray(video), np.asarray(recon)], axis=3)
-    logger.videos(step, 'reconstruction',
-                  ((np.clip(both, -1, 1) + 1) * 127.5).round().astype(np.uint8))
+    logger.videos(step, 'reconstruction', video_ops.to_uint8(both))
 
   def finalize(self, state, checkpointer) -> None:
     if self.config.latent_stats.num_examples:
