@@ -11,6 +11,7 @@ from types import ModuleType
 JOBS = {
     'data': 'walt.data.job',
     'tokenizer': 'walt.train.tokenizer_trainer',
+    'walt': 'walt.train.denoiser_trainer',
 }
 
 

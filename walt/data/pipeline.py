@@ -55,6 +55,9 @@ class DataSpec:
   num_threads: int = 2  # host threads decoding examples
   prefetch: int = 4  # host batches read ahead (>= num_threads)
   build: bool = False  # prepare generated data sets that are missing
+  # False: arrays are already model inputs (e.g. cached latents `[t, h, w,
+  # c]`): only the temporal crop applies, no resizing or [-1, 1] scaling.
+  pixels: bool = True
 
   @classmethod
   def from_config(cls, data: ml_collections.ConfigDict, **overrides
@@ -71,7 +74,11 @@ class DataSpec:
 
 
 def data_source(spec: DataSpec):
-  """The random-access tfds source of `spec.split` (array_record)."""
+  """The random-access tfds source of `spec.split` (array_record), or a
+  latent cache directory (`name='latent_cache'`, `data_dir` = the cache)."""
+  if spec.name == 'latent_cache':
+    from walt.data import latent_cache
+    return latent_cache.LatentCacheSource(spec.data_dir)
   if spec.build:
     from walt.data import build  # the builder is only needed when building
     builder = build.ensure_built(spec.name, spec.data_dir)
@@ -117,6 +124,8 @@ def _decode(spec: DataSpec, key: str, frames: int):
     if video.ndim == 3:  # an image
       video = video[None]
     video = video_ops.temporal_crop(video, frames, rng)
+    if not spec.pixels:
+      return video.astype(np.float32)
     video = video_ops.resize_and_crop(video, height, width, rng)
     if spec.crop is not None:
       video = video_ops.crop(video, *spec.crop, rng)

@@ -41,6 +41,8 @@ DEFAULT_RULES: LogicalRules = (
     ('conv_out', 'tensor'),
     ('classes', None),
     ('norm', None),
+    ('channels', None),
+    ('layers', None),  # the stacked axis of scanned layers
 )
 
 

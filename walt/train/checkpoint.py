@@ -89,6 +89,21 @@ def restore_from(path: str, target_state) -> tuple[Any, dict, dict]:
     ckpt.close()
 
 
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """The config saved with the checkpoint at `path` (see `split_path`)."""
+  directory, step = split_path(path)
+  ckpt = Checkpointer(directory, async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {directory}')
+    out = ckpt._manager.restore(step, args=ocp.args.Composite(  # pylint: disable=protected-access
+        config=ocp.args.JsonRestore()))
+  finally:
+    ckpt.close()
+  return ml_collections.ConfigDict(dict(out['config']))
+
+
 def resume_or_init(ckpt: Checkpointer, config, init, target):
   """Follows the resume order. `init()` -> fresh state (scratch).
 

@@ -7,6 +7,8 @@ A model plugs in a *task* object:
     task.evaluate(state, step) -> dict | None           (host; eval hook)
     task.summaries(state, batch, step, logger)          (host; videos)
     task.finalize(state, checkpointer)                  (host; after training)
+    task.prepare_batch(batch) -> batch                  (optional; host, e.g.
+                                                         frozen-encoder pass)
 
 The loop owns everything else: mesh, data iterator, sharded init, resume order
 (workdir -> config.resume -> config.init_from -> scratch), the jitted step,
@@ -73,7 +75,9 @@ def train(task: Task, config, workdir: str) -> Any:
   """Trains `task` to `config.total_steps`; returns the final state."""
   mesh = mesh_lib.create_mesh(config.mesh.to_dict())
   rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
-  spec = pipeline.DataSpec.from_config(config.data)
+  # A task may read something other than `config.data` (e.g. cached latents).
+  spec = (task.data_spec() if hasattr(task, 'data_spec')
+          else pipeline.DataSpec.from_config(config.data))
   data = pipeline.make_iterator(spec, mesh, global_batch_size=config.batch_size,
                                 seed=config.seed, rules=rules)
   rng = jax.random.key(config.seed)
@@ -103,8 +107,9 @@ def train(task: Task, config, workdir: str) -> Any:
     # the next run with the same workdir resumes where it stopped.
     stop = min(config.get('stop_at_step') or config.total_steps,
                config.total_steps)
+    prepare = getattr(task, 'prepare_batch', None) or (lambda b: b)
     for step in range(start + 1, stop + 1):
-      batch = next(data)
+      batch = prepare(next(data))
       state, metrics = step_fn(state, batch)
       last = step == config.total_steps
       if step % config.log_every == 0 or last or step == start + 1:

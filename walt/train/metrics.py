@@ -67,17 +67,8 @@ class MetricLogger:
     if not self.main:
       return []
     directory = os.path.join(self.workdir, 'samples', str(step))
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    for i, video in enumerate(videos):
-      for ext in ('mp4', 'gif'):
-        path = os.path.join(directory, f'{name}_{i}.{ext}')
-        mediapy.write_video(path, video, fps=fps, codec='gif' if ext == 'gif'
-                            else 'h264')
-        paths.append(path)
-    grid = frame_grid(videos)
-    mediapy.write_image(os.path.join(directory, f'{name}.png'), grid)
-    self._tb.add_image(name, grid, step, dataformats='HWC')
+    paths = save_videos(directory, name, videos, fps)
+    self._tb.add_image(name, frame_grid(videos), step, dataformats='HWC')
     return paths
 
   def flush(self) -> None:
@@ -89,6 +80,23 @@ class MetricLogger:
     if self.main:
       self._jsonl.close()
       self._tb.close()
+
+
+def save_videos(directory: str, name: str, videos: np.ndarray, fps: int = 8
+                ) -> list[str]:
+  """uint8 `[n, t, h, w, 3]` -> `name_<i>.mp4` + `name_<i>.gif` per video and
+  one `name.png` grid of frames (a row per video) in `directory`."""
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for i, video in enumerate(videos):
+    for ext in ('mp4', 'gif'):
+      path = os.path.join(directory, f'{name}_{i}.{ext}')
+      mediapy.write_video(path, video, fps=fps, codec='gif' if ext == 'gif'
+                          else 'h264')
+      paths.append(path)
+  grid_path = os.path.join(directory, f'{name}.png')
+  mediapy.write_image(grid_path, frame_grid(videos))
+  return paths + [grid_path]
 
 
 def frame_grid(videos: np.ndarray) -> np.ndarray:

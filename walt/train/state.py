@@ -54,6 +54,19 @@ def ema_update(ema, new, decay):
   return jax.tree.map(lambda e, p: e * decay + (1.0 - decay) * p, ema, new)
 
 
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
+                    ema_decay_max: float, **changes) -> TrainState:
+  """One optimizer update of `state.params` (+ EMA when the state keeps one,
+  with `ema_decay`'s warm-up); `changes` replace other fields (e.g. extra)."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_params
+  if ema is not None:
+    ema = ema_update(ema, params, ema_decay(ema_decay_max, state.step))
+  return state.replace(step=state.step + 1, params=params,
+                       opt_state=opt_state, ema_params=ema, **changes)
+
+
 def state_shardings(abstract_boxed_state, mesh: jax.sharding.Mesh,
                     rules: mesh_lib.LogicalRules):
   """Mesh shardings for every leaf of a (boxed) state's unboxed form."""

@@ -56,7 +56,8 @@ VALIDATORS = (check_config,)
 class TokenizerTask:
   """Autoencoder + optional discriminator; see `loop.Task`."""
 
-  def __init__(self, config, workdir: str, mesh, rules):
+  def __init__(self, config, workdir: str, mesh, rules,
+               for_inference: bool = False):
     self.config = config
     self.workdir = workdir
     self.mesh, self.rules = mesh, rules
@@ -71,8 +72,10 @@ class TokenizerTask:
     self.tx = loop.make_optimizer(config.optimizer, config.total_steps)
     self.disc_tx = loop.make_optimizer(config.disc_optimizer,
                                        config.total_steps)
-    self.perceptual = perceptual_lib.load(loss.perceptual_weights)
-    if self.perceptual is None and loss.perceptual_weight > 0:
+    self.perceptual = (None if for_inference else
+                       perceptual_lib.load(loss.perceptual_weights))
+    if (self.perceptual is None and loss.perceptual_weight > 0
+        and not for_inference):
       logging.warning(
           'Perceptual loss is off: no weights file (config.loss.'
           'perceptual_weights). See walt/models/perceptual.py for the file '
@@ -129,10 +132,6 @@ class TokenizerTask:
 
     grads, (recon, metrics) = jax.grad(generator_loss, has_aux=True)(
         state.params)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
-    ema = state_lib.ema_update(state.ema_params, params, state_lib.ema_decay(
-        self.config.ema_decay, state.step))
     extra = state.extra
     if self.disc is not None:
       extra, d_metrics = jax.lax.cond(
@@ -141,9 +140,9 @@ class TokenizerTask:
           jax.lax.stop_gradient(recon))
       metrics.update(d_metrics)
     metrics['psnr'] = jnp.mean(reconstruction.psnr(recon, video))
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, ema_params=ema,
-                         extra=extra), metrics
+    return state_lib.apply_gradients(state, grads, self.tx,
+                                     self.config.ema_decay,
+                                     extra=extra), metrics
 
   def _disc_update(self, extra, real, fake):
     c = self.config.loss
@@ -278,6 +277,76 @@ def load_latent_stats(workdir: str) -> tuple[np.ndarray, np.ndarray]:
     stats = json.load(f)
   return np.asarray(stats['mean'], np.float32), np.asarray(stats['std'],
                                                            np.float32)
+
+
+class TrainedTokenizer:
+  """A trained tokenizer for downstream models: frozen EMA params (replicated
+  on the mesh), its latent statistics, and jitted normalised encode/decode.
+
+    tokenizer = TrainedTokenizer.load(workdir, mesh)
+    z = tokenizer.encode(video)      # [b, 1+T, H, W, 3] -> normalised latent
+    video = tokenizer.decode(z)      # normalised latent -> [b, 1+T, H, W, 3]
+  """
+
+  def __init__(self, config, params, mean, std, workdir: str = ''):
+    self.config = config
+    self.workdir = workdir
+    self.model_config = tok.TokenizerConfig.from_config(config.model)
+    self.model = tok.Tokenizer(self.model_config)
+    self.params = params
+    self.mean, self.std = mean, std
+    self._encode = jax.jit(self.encode_with)
+    self._decode = jax.jit(self.decode_with)
+
+  @classmethod
+  def load(cls, workdir: str, mesh) -> 'TrainedTokenizer':
+    from walt.train import checkpoint as ckpt_lib
+    if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+      raise FileNotFoundError(
+          f'no tokenizer checkpoints under {workdir}: train one with python '
+          f'-m walt.main --config=configs/tokenizer/<name>.py '
+          f'--workdir={workdir}')
+    config = ckpt_lib.read_config(workdir)
+    mean, std = load_latent_stats(workdir)
+    rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+    task = TokenizerTask(config, workdir, mesh, rules, for_inference=True)
+    state = loop.restore_latest(task, config, workdir, mesh, rules)
+    params = jax.device_put(task.eval_params(state),
+                            mesh_lib.replicated(mesh))
+    return cls(config, params, mean, std, workdir)
+
+  def latent_shape(self, frames: int, height: int, width: int):
+    return self.model_config.latent_shape(frames, height, width)
+
+  def encode_with(self, params, video: jax.Array) -> jax.Array:
+    """Pure (jit-able): `[b, 1+T, H, W, 3]` -> normalised latent."""
+    return tok.normalize(self.model.apply({'params': params}, video,
+                                          method='encode'),
+                         self.mean, self.std)
+
+  def decode_with(self, params, latent: jax.Array) -> jax.Array:
+    """Pure (jit-able): normalised latent -> video in [-1, 1]."""
+    return jnp.clip(self.model.apply(
+        {'params': params}, tok.denormalize(latent, self.mean, self.std),
+        method='decode'), -1.0, 1.0)
+
+  def encode(self, video: jax.Array) -> jax.Array:
+    return self._encode(self.params, video)
+
+  def decode(self, latent: jax.Array) -> jax.Array:
+    return self._decode(self.params, latent)
+
+  def encode_images(self, images: jax.Array) -> jax.Array:
+    """Stacks of independent images `[b, n, H, W, 3]` -> `[b, n, h, w, c]`
+    (each image encoded as its own 1-frame video)."""
+    b, n = images.shape[:2]
+    z = self.encode(images.reshape(b * n, 1, *images.shape[2:]))
+    return z.reshape(b, n, *z.shape[2:])
+
+  def decode_images(self, latents: jax.Array) -> jax.Array:
+    b, n = latents.shape[:2]
+    x = self.decode(latents.reshape(b * n, 1, *latents.shape[2:]))
+    return x.reshape(b, n, *x.shape[2:])
 
 
 def _zero_disc_metrics():

@@ -1,0 +1,64 @@
+r"""W.A.L.T on moving_sprites, class-conditional (12 classes), sized for CPUs.
+
+    python -m walt.main --config=configs/walt/sprites.py --workdir=DIR \
+        --config.tokenizer.workdir=TOKENIZER_DIR --config.data.data_dir=DATA
+    python -m walt.main --config=configs/walt/sprites.py:quick ...
+
+The tokenizer is a trained `configs/tokenizer/sprites.py` workdir (with its
+`latent_stats.json`). Clips are 9 frames (latent 3 x h/8 x w/8 x 8): the
+sprites tokenizers train on 9-frame clips. A quarter of each batch is stacks
+of 3 independent images (joint image-video training).
+
+Default: the quality config (17x64x64 data, latent 3x8x8x8; 8 layers, 256
+wide; spatial windows 1x8x8, spatiotemporal 3x4x4). `quick`: the quickstart
+size (17x32x32 data, latent 3x4x4x8; 4 layers, 128 wide).
+"""
+
+import os
+
+from walt import config_lib
+from walt.train import denoiser_trainer
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, variant='default')
+  c = denoiser_trainer.default_config(arg.variant)
+  c.data.data_dir = os.path.expanduser('~/walt_data')
+  c.data.frames = 9
+  c.data.image_fraction = 0.25
+  c.model.update({'size': '', 'num_classes': 12, 'patch_size': 1,
+                  'spatial_window': (0, 0), 'lora_rank': 2})
+  c.diffusion.class_dropout = 0.1
+  c.optimizer.update({'lr': 1e-3, 'warmup_steps': 200, 'weight_decay': 0.0,
+                      'b2': 0.99, 'min_lr_ratio': 0.05})
+  c.ema_decay = 0.999
+  c.eval.update({'steps': 50, 'samples_per_class': 8, 'batch_size': 48,
+                 'num_summary_videos': 12})
+  c.latents.batch_size = 16
+  if arg.variant == 'default':
+    c.tokenizer.workdir = os.path.expanduser('~/walt_runs/tokenizer_sprites')
+    c.data.name = 'moving_sprites/17x64x64'
+    c.data.resolution = (64, 64)
+    c.model.update({'num_layers': 8, 'width': 256, 'num_heads': 4,
+                    'spatiotemporal_window': (0, 4, 4)})
+    c.batch_size = 32
+    c.total_steps = 6_000
+    c.log_every, c.checkpoint_every = 100, 1_000
+    c.eval_every = c.summary_every = 6_000
+  elif arg.variant == 'quick':
+    c.tokenizer.workdir = os.path.expanduser('~/walt_runs/tokenizer_quick')
+    c.data.name = 'moving_sprites/17x32x32'
+    c.data.resolution = (32, 32)
+    c.model.update({'num_layers': 4, 'width': 128, 'num_heads': 4,
+                    'spatiotemporal_window': (0, 2, 2)})
+    c.batch_size = 32
+    c.total_steps = 400
+    c.optimizer.warmup_steps = 50
+    c.ema_decay = 0.99
+    c.log_every, c.checkpoint_every = 50, 400
+    c.eval_every = c.summary_every = 400
+    c.eval.update({'steps': 25, 'samples_per_class': 4})
+  else:
+    raise ValueError(f'unknown variant {arg.variant!r}: default, quick')
+  c.lock()
+  return c

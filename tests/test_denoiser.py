@@ -1,0 +1,211 @@
+"""Window-attention denoiser: window isolation, packed images, full-window ==
+full attention, parameter counts of the paper's sizes, scan == unrolled."""
+
+import dataclasses
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from walt.models import attention
+from walt.models import denoiser as dn
+from walt.train import denoiser_trainer
+from walt.train import state as state_lib
+
+GRID = (3, 4, 4)  # latent t, h, w
+
+
+def _config(**kw):
+  base = dict(latent_shape=(*GRID, 4), num_layers=2, width=32, num_heads=4,
+              spatial_window=(0, 0), spatiotemporal_window=(0, 2, 2),
+              num_classes=5, scan=False)
+  base.update(kw)
+  return dn.DenoiserConfig(**base)
+
+
+def _randomize(params, seed=1):
+  """Random values for every parameter (zero-init gates would hide mixing)."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [
+      0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+def _layer_fn(cfg, window):
+  """A single transformer layer with random params: x -> y."""
+  layer = dn.TransformerLayer(cfg, window)
+  b, d = 2, cfg.width
+  x = jnp.zeros((b, *GRID, d))
+  cond = jnp.zeros((b, GRID[0], d))
+  mod = jnp.zeros((b, GRID[0], 6 * d))
+  params = _randomize(state_lib.strip_boxes(
+      layer.init(jax.random.key(0), x, cond, mod, None)['params']))
+  cond = jax.random.normal(jax.random.key(5), cond.shape)
+
+  def fn(x, is_image=None):
+    return layer.apply({'params': params}, x, cond, mod, is_image)
+  return jax.jit(fn)
+
+
+def _changed(fn, x, where, **kw):
+  """Boolean `[t, h, w]` map of outputs (sample 0) that change when token
+  `where` of sample 0 is perturbed."""
+  y0 = fn(x, **kw)
+  x1 = x.at[(0, *where)].add(1.0)
+  y1 = fn(x1, **kw)
+  return np.asarray(jnp.abs(y1 - y0)[0].max(-1) > 0)
+
+
+@pytest.fixture(scope='module')
+def tokens():
+  return jax.random.normal(jax.random.key(3), (2, *GRID, 32))
+
+
+def test_spatial_window_isolation(tokens):
+  cfg = _config(spatial_window=(2, 2))
+  spatial, _ = cfg.windows()
+  assert spatial == (1, 2, 2)
+  changed = _changed(_layer_fn(cfg, spatial), tokens, (1, 0, 3))
+  expected = np.zeros(GRID, bool)
+  expected[1, 0:2, 2:4] = True  # the 1x2x2 window holding (1, 0, 3)
+  np.testing.assert_array_equal(changed, expected)
+
+
+def test_spatiotemporal_window_isolation(tokens):
+  cfg = _config()
+  _, st = cfg.windows()
+  assert st == (3, 2, 2)
+  changed = _changed(_layer_fn(cfg, st), tokens, (1, 2, 1))
+  expected = np.zeros(GRID, bool)
+  expected[:, 2:4, 0:2] = True  # all frames, the 2x2 patch holding (2, 1)
+  np.testing.assert_array_equal(changed, expected)
+
+
+def test_packed_images_never_mix(tokens):
+  cfg = _config()
+  _, st = cfg.windows()
+  fn = _layer_fn(cfg, st)
+  is_image = jnp.asarray([True, False])
+  changed = _changed(fn, tokens, (1, 2, 1), is_image=is_image)
+  expected = np.zeros(GRID, bool)
+  expected[1, 2:4, 0:2] = True  # only its own image (frame 1)
+  np.testing.assert_array_equal(changed, expected)
+  # Whole model: perturbing image 0 of a stack changes only image 0.
+  model = dn.Denoiser(_config(num_layers=4))
+  z = jax.random.normal(jax.random.key(0), (2, *GRID, 4))
+  t = jnp.asarray([0.3, 0.6])
+  params = _randomize(state_lib.strip_boxes(
+      model.init(jax.random.key(1), z, t)['params']))
+  apply = jax.jit(lambda z: model.apply({'params': params}, z, t,
+                                        labels=jnp.asarray([[0, 1, 2]] * 2),
+                                        is_image=is_image))
+  delta = jnp.abs(apply(z.at[0, 0].add(1.0)) - apply(z))[0].max((1, 2, 3))
+  assert float(delta[0]) > 1e-4
+  np.testing.assert_array_equal(np.asarray(delta[1:]), 0.0)
+
+
+def test_full_window_is_full_attention(tokens):
+  cfg = _config(spatiotemporal_window=(0, 0, 0))
+  window = cfg.windows()[1]
+  assert window == GRID
+  mod = attention.WindowAttention(cfg.num_heads, window, GRID)
+  params = _randomize(state_lib.strip_boxes(
+      mod.init(jax.random.key(0), tokens, None)['params']))
+  ours = mod.apply({'params': params}, tokens, None)
+
+  # Reference: plain multi-head attention over all t*h*w tokens, with the
+  # same projections, qk-LayerNorm and relative bias.
+  b, d, heads = tokens.shape[0], tokens.shape[-1], cfg.num_heads
+  x = tokens.reshape(b, -1, d)
+  proj = lambda name, a: a @ params[name]['kernel'] + params[name]['bias']
+
+  def ln(a, p):
+    mu = a.mean(-1, keepdims=True)
+    var = ((a - mu) ** 2).mean(-1, keepdims=True)
+    return (a - mu) / jnp.sqrt(var + 1e-6) * p['scale'] + p['bias']
+  split = lambda a: a.reshape(b, -1, heads, d // heads)
+  q = ln(split(proj('query', x)), params['query_norm'])
+  k = ln(split(proj('key', x)), params['key_norm'])
+  v = split(proj('value', x))
+  coords = np.stack(np.meshgrid(*map(np.arange, GRID), indexing='ij'),
+                    -1).reshape(-1, 3)
+  rel = coords[:, None] - coords[None] + np.asarray(GRID) - 1
+  sizes = 2 * np.asarray(GRID) - 1
+  index = (rel[..., 0] * sizes[1] + rel[..., 1]) * sizes[2] + rel[..., 2]
+  bias = params['relative_bias'][index].transpose(2, 0, 1)
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(d // heads) + bias
+  out = jnp.einsum('bhqk,bkhd->bqhd', jax.nn.softmax(logits, -1), v)
+  ref = proj('out', out.reshape(b, -1, d)).reshape(tokens.shape)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=2e-5)
+
+
+def test_windows_are_reshapes_that_invert():
+  x = jnp.arange(2 * 4 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 4, 6, 3)
+  w = (2, 2, 3)
+  windows = attention.to_windows(x, w)
+  assert windows.shape == (2, 2, 2, 2, 12, 3)
+  np.testing.assert_array_equal(attention.from_windows(windows, w, (4, 4, 6)),
+                                x)
+  # The first window holds exactly the first 2x2x3 block.
+  np.testing.assert_array_equal(windows[0, 0, 0, 0],
+                                x[0, :2, :2, :3].reshape(12, 3))
+
+
+def test_starts_as_zero_and_scan_matches_unrolled():
+  cfg = _config(num_layers=4, scan=True)
+  z = jax.random.normal(jax.random.key(0), (2, *GRID, 4))
+  t = jnp.asarray([0.1, 0.9])
+  labels = jnp.asarray([1, 5])
+  scanned = dn.Denoiser(cfg)
+  params = state_lib.strip_boxes(scanned.init(jax.random.key(1), z,
+                                              t)['params'])
+  # Zero-init modulation and output layer: the untrained model predicts 0.
+  np.testing.assert_array_equal(
+      scanned.apply({'params': params}, z, t, labels=labels), 0.0)
+  params = _randomize(params)
+  unrolled = dn.Denoiser(dataclasses.replace(cfg, scan=False))
+  # Same weights laid out per layer instead of stacked.
+  per_layer = {k: v for k, v in params.items() if k != 'layers'}
+  for i in range(cfg.num_layers // 2):
+    per_layer[f'layers_{i}'] = jax.tree.map(lambda a: a[i],
+                                            params['layers'])
+  a = scanned.apply({'params': params}, z, t, labels=labels)
+  b = unrolled.apply({'params': per_layer}, z, t, labels=labels)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  remat = dn.Denoiser(dataclasses.replace(cfg, remat='full'))
+  grad = lambda m: jax.grad(lambda p: jnp.sum(m.apply(
+      {'params': p}, z, t, labels=labels) ** 2))(params)
+  jax.tree.map(lambda g1, g2: np.testing.assert_allclose(g1, g2, rtol=1e-4,
+                                                       atol=1e-4),
+               grad(scanned), grad(remat))
+
+
+def _load(path, arg):
+  spec = importlib.util.spec_from_file_location('cfg', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize('path,arg,paper', [
+    ('configs/walt/ucf101.py', 'variant=L', 313e6),
+    ('configs/walt/ucf101.py', 'variant=XL', 460e6),
+    ('configs/walt/imagenet.py', None, 460e6),
+])
+def test_paper_parameter_counts(path, arg, paper):
+  info = denoiser_trainer.describe(_load(path, arg), flops=False)
+  assert abs(info['params'] - paper) / paper < 0.02, info['params']
+
+
+def test_config_validation_rejects_bad_windows():
+  c = _load('configs/walt/sprites.py', 'quick')
+  c.unlock()
+  c.model.spatiotemporal_window = (0, 3, 3)  # 3 does not divide 4
+  with pytest.raises(ValueError, match='does not divide'):
+    denoiser_trainer.check_config(c, {})
+  c.model.spatiotemporal_window = (0, 2, 2)
+  c.model.num_layers = 5
+  with pytest.raises(ValueError, match='even'):
+    denoiser_trainer.check_config(c, {})

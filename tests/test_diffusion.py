@@ -1,0 +1,145 @@
+"""Zero-terminal-SNR schedule, v/eps/x0 conversions, DDIM with an oracle
+model, guidance, and the training objective's self-conditioning."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from walt.diffusion import objectives
+from walt.diffusion import sampling
+from walt.diffusion import schedule as sched_lib
+
+
+@pytest.fixture(scope='module')
+def schedule():
+  return sched_lib.Schedule.create()
+
+
+def test_zero_terminal_snr_identities(schedule):
+  ab = schedule.alpha_bar
+  assert len(ab) == 1000
+  assert ab[-1] == 0.0
+  plain = np.cumprod(1 - sched_lib.linear_betas())
+  np.testing.assert_allclose(ab[0], plain[0], rtol=1e-12)  # first kept
+  assert np.all(np.diff(schedule.snr()) < 0)  # SNR strictly decreasing
+  assert schedule.snr()[-1] == 0.0
+  # sqrt(alpha_bar) is an affine map of the original one.
+  s, s0 = np.sqrt(ab), np.sqrt(plain)
+  slope = (s[1:] - s[:-1]) / (s0[1:] - s0[:-1])
+  np.testing.assert_allclose(slope, slope[0], rtol=1e-6)
+  alpha, sigma = schedule.alpha_sigma(jnp.asarray([0, 999, -1]))
+  np.testing.assert_allclose(alpha ** 2 + sigma ** 2, 1.0, rtol=1e-6)
+  assert float(alpha[1]) == 0.0 and float(sigma[1]) == 1.0
+  assert float(alpha[2]) == 1.0 and float(sigma[2]) == 0.0
+  assert sched_lib.Schedule.create(zero_terminal_snr=False).alpha_bar[-1] > 0
+
+
+def test_v_eps_x0_round_trips(schedule):
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  x0 = jax.random.normal(k1, (6, 2, 3, 3, 4))
+  eps = jax.random.normal(k2, x0.shape)
+  t = jnp.asarray([0, 10, 250, 500, 900, 998])
+  alpha, sigma = schedule.alpha_sigma(t)
+  z = sched_lib.add_noise(x0, eps, alpha, sigma)
+  v = sched_lib.v_target(x0, eps, alpha, sigma)
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a),
+                                                  np.asarray(b), atol=2e-4)
+  close(sched_lib.x0_from_v(z, v, alpha, sigma), x0)
+  close(sched_lib.eps_from_v(z, v, alpha, sigma), eps)
+  close(sched_lib.v_from_x0(z, x0, alpha, sigma), v)
+  # v from eps divides by alpha: ill-conditioned near the last step.
+  close(sched_lib.v_from_eps(z[:5], eps[:5], alpha[:5], sigma[:5]), v[:5])
+  # At the last step (alpha = 0) the latent is pure noise and x0 = -v.
+  a, s = schedule.alpha_sigma(jnp.asarray([999]))
+  z = sched_lib.add_noise(x0[:1], eps[:1], a, s)
+  close(z, eps[:1])
+  close(sched_lib.x0_from_v(z, sched_lib.v_target(x0[:1], eps[:1], a, s),
+                            a, s), x0[:1])
+  del k3
+
+
+def test_trailing_timesteps():
+  ts = sampling.trailing_timesteps(1000, 50)
+  assert ts[0] == 999 and ts[-1] == 19 and len(ts) == 50
+  assert np.all(np.diff(ts) == -20)
+  np.testing.assert_array_equal(sampling.trailing_timesteps(1000, 1), [999])
+  with pytest.raises(ValueError):
+    sampling.trailing_timesteps(1000, 0)
+
+
+def _oracle(schedule, x0):
+  """A model that returns the true v for the known x0."""
+  def denoise(z, t, x0_sc, conditional):
+    del x0_sc, conditional
+    alpha, sigma = schedule.alpha_sigma(t)
+    return sched_lib.v_from_x0(z, x0, alpha, sigma)
+  return denoise
+
+
+@pytest.mark.parametrize('steps,eta', [(50, 0.0), (50, 1.0), (7, 0.5)])
+def test_ddim_with_oracle_recovers_x0(schedule, steps, eta):
+  x0 = jax.random.normal(jax.random.key(1), (3, 2, 4, 4, 2))
+  noise = jax.random.normal(jax.random.key(2), x0.shape)
+  run = jax.jit(lambda n: sampling.ddim_sample(
+      _oracle(schedule, x0), n, jax.random.key(3), schedule, steps, eta))
+  np.testing.assert_allclose(np.asarray(run(noise)), np.asarray(x0),
+                             atol=1e-4)
+
+
+def test_sampler_feeds_back_self_conditioning(schedule):
+  """A model whose x0 estimate is (previous estimate + 1): with
+  self-conditioning the estimates count the steps (zeros come first)."""
+  def denoise(z, t, x0_sc, conditional):
+    alpha, sigma = schedule.alpha_sigma(t)
+    return sched_lib.v_from_x0(z, x0_sc + 1.0, alpha, sigma)
+
+  noise = jax.random.normal(jax.random.key(0), (2, 1, 2, 2, 1))
+  for self_condition, expected in ((True, 6.0), (False, 1.0)):
+    out = jax.jit(lambda n: sampling.ddim_sample(
+        denoise, n, jax.random.key(1), schedule, 6,
+        self_condition=self_condition))(noise)
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-4)
+
+
+def test_guidance_combines_conditional_and_unconditional():
+  noise = jnp.zeros((1, 1, 2, 2, 1))
+  calls = []
+
+  def counting(z, t, x0_sc, conditional):
+    calls.append(conditional)
+    return jnp.zeros_like(z) + (1.0 if conditional else 0.0)
+  v = sampling.guided_v(counting, noise, jnp.zeros((1,), jnp.int32), noise,
+                        3.0)
+  assert calls == [True, False]
+  np.testing.assert_allclose(np.asarray(v), 3.0)  # 0 + 3 * (1 - 0)
+
+
+def test_objective_uses_self_conditioning_and_drops_labels(schedule):
+  seen = {}
+
+  def apply(params, z, t, labels, self_cond, cond_latent, cond_mask,
+            is_image):
+    seen.setdefault('self_cond', []).append(self_cond)
+    seen['labels'] = labels
+    seen['mask'] = cond_mask
+    return params * z
+
+  x0 = jax.random.normal(jax.random.key(0), (64, 3, 2, 2, 2))
+  labels = jnp.zeros((64, 3), jnp.int32)
+  c = objectives.ObjectiveConfig(self_cond_prob=0.9, class_dropout=0.5,
+                                 frame_cond_prob=1.0, frame_cond_frames=1,
+                                 null_class=7)
+  loss, metrics = objectives.diffusion_loss(
+      apply, jnp.float32(0.5), jax.random.key(1), schedule, c, x0, labels,
+      jnp.zeros((64,), bool))
+  assert np.isfinite(float(loss))
+  first, second = seen['self_cond']
+  np.testing.assert_array_equal(np.asarray(first), 0.0)  # estimate pass
+  used = np.asarray(jnp.abs(second).max((1, 2, 3, 4)) > 0)
+  assert 0.75 < used.mean() < 1.0  # ~90% of samples see an estimate
+  assert float(metrics['self_cond_fraction']) == pytest.approx(used.mean())
+  dropped = np.asarray(seen['labels'][:, 0] == 7)
+  assert 0.3 < dropped.mean() < 0.7
+  np.testing.assert_array_equal(np.asarray(seen['mask'])[:, 0], 1.0)
+  np.testing.assert_array_equal(np.asarray(seen['mask'])[:, 1:], 0.0)

@@ -1,0 +1,308 @@
+"""The W.A.L.T denoiser: a window-attention transformer on latent videos.
+
+    tokens = patchify(concat[z_t, x0_self_cond, cond_latent * mask, mask])
+           + spatial position + temporal position (images: temporal index 0)
+    repeat num_layers / 2 times (one `nn.scan` step per pair):
+      spatial-window layer        (window 1 x h x w: one latent frame)
+      spatiotemporal-window layer (window (1+t) x 8 x 8)
+    v = linear(modulated LayerNorm(tokens)) -> unpatchify
+
+Each layer: LayerNorm -> modulate -> window attention -> gated residual ->
+LayerNorm -> modulate -> MLP (ratio 4, GELU) -> gated residual. The 6
+modulation vectors come from the condition (timestep + class, per frame, so
+packed images each carry their own class) via AdaLN-LoRA (one shared
+projection plus a rank-r update per layer) or a separate AdaLN per layer. All
+modulation outputs start at zero, so every layer starts as the identity and
+the model's first output is 0.
+
+Sizes (layers, width, heads; parameter counts of the paper): see `SIZES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from walt.models.attention import partitioned
+from walt.models.attention import resolve_window
+from walt.models.attention import WindowAttention
+
+# name -> (layers, width, heads). Paper: L 313M, XL 460M (AdaLN-LoRA r=2),
+# ImageNet L 460M (L with separate AdaLN per layer).
+SIZES = {
+    'S': (12, 384, 6),
+    'B': (12, 768, 12),
+    'L': (24, 1024, 16),
+    'XL': (28, 1152, 16),
+}
+
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+ACT = ('act_batch', 'act_time', 'act_height', 'act_width', 'act_embed')
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoiserConfig:
+  """Architecture. `latent_shape` = the largest latent `(t, h, w, c)`."""
+  latent_shape: tuple[int, int, int, int]
+  num_layers: int = 24
+  width: int = 1024
+  num_heads: int = 16
+  patch_size: int = 1
+  mlp_ratio: int = 4
+  spatial_window: tuple[int, int] = (0, 0)  # 0: the whole latent frame
+  spatiotemporal_window: tuple[int, int, int] = (0, 8, 8)  # 0: whole axis
+  adaln: str = 'lora'  # 'lora' (AdaLN-LoRA) or 'separate' (per layer)
+  lora_rank: int = 2
+  num_classes: int = 0  # 0: no class input; class `num_classes` = null
+  self_conditioning: bool = True
+  frame_conditioning: bool = True  # masked latent + mask input channels
+  time_embed_dim: int = 256
+  scan: bool = True
+  remat: str = 'none'
+  dtype: str = 'float32'
+
+  @classmethod
+  def from_config(cls, model, latent_shape: Sequence[int]) -> 'DenoiserConfig':
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in model.to_dict().items() if k in fields}
+    if model.get('size'):
+      layers, width, heads = SIZES[model.size]
+      values.update(num_layers=layers, width=width, num_heads=heads)
+    for key in ('spatial_window', 'spatiotemporal_window'):
+      values[key] = tuple(values[key])
+    return cls(latent_shape=tuple(latent_shape), **values)
+
+  @property
+  def token_grid(self) -> tuple[int, int, int]:
+    t, h, w, _ = self.latent_shape
+    return t, h // self.patch_size, w // self.patch_size
+
+  @property
+  def input_channels(self) -> int:
+    c = self.latent_shape[-1]
+    return (c + c * self.self_conditioning
+            + (c + 1) * self.frame_conditioning)
+
+  def windows(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(spatial, spatiotemporal) windows resolved on the token grid."""
+    grid = self.token_grid
+    return (resolve_window((1, *self.spatial_window), grid),
+            resolve_window(self.spatiotemporal_window, grid))
+
+  def validate(self) -> None:
+    t, h, w, _ = self.latent_shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(f'patch size {p} does not divide the latent grid '
+                       f'{h}x{w}')
+    if self.num_layers % 2:
+      raise ValueError(f'num_layers={self.num_layers}: layers come in '
+                       'spatial/spatiotemporal pairs, use an even number')
+    if self.width % self.num_heads:
+      raise ValueError(f'width {self.width} is not divisible by '
+                       f'{self.num_heads} heads')
+    if self.adaln not in ('lora', 'separate'):
+      raise ValueError(f'adaln={self.adaln!r}: lora or separate')
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'remat={self.remat!r}: one of {sorted(REMAT_POLICIES)}')
+    self.windows()  # raises if a window does not divide the grid
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0
+                       ) -> jax.Array:
+  """Sinusoidal features of `t` in [0, 1] (scaled to [0, 1000]) -> `[b, dim]`."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
+  args = (t.astype(jnp.float32) * 1000.0)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+  """x `[b, t, h, w, d]`, shift/scale per frame `[b, t, d]`."""
+  return x * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
+
+
+def _dense(features: int, axes, name: str, dtype, zero: bool = False):
+  init = nn.initializers.zeros if zero else nn.initializers.xavier_uniform()
+  return nn.Dense(features, dtype=dtype, name=name,
+                  kernel_init=partitioned(init, axes),
+                  bias_init=partitioned(nn.initializers.zeros, axes[1:]))
+
+
+class TransformerLayer(nn.Module):
+  """One window-attention layer with its modulation (see module doc)."""
+  config: DenoiserConfig
+  window: tuple[int, int, int]
+
+  @nn.compact
+  def __call__(self, x, cond, shared_mod, is_image):
+    """x `[b, t, h, w, d]`; cond `[b, t, d]` (after SiLU); shared_mod
+    `[b, t, 6d]` (AdaLN-LoRA's shared part, zeros for separate AdaLN);
+    is_image bool `[b]`."""
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    d = cfg.width
+    if cfg.adaln == 'lora':
+      down = _dense(cfg.lora_rank, ('embed', None), 'lora_down', dtype)(cond)
+      mod = shared_mod + _dense(6 * d, (None, 'embed'), 'lora_up', dtype,
+                                zero=True)(down)
+    else:
+      mod = _dense(6 * d, ('embed', 'mlp'), 'adaln', dtype, zero=True)(cond)
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+    norm = lambda name: nn.LayerNorm(use_scale=False, use_bias=False,
+                                     dtype=dtype, name=name)
+    h = modulate(norm('attn_norm')(x), shift1, scale1)
+    h = WindowAttention(cfg.num_heads, self.window, cfg.token_grid, dtype,
+                        name='attention')(h, is_image)
+    x = x + gate1[:, :, None, None] * h
+    x = nn.with_logical_constraint(x, ACT)
+    h = modulate(norm('mlp_norm')(x), shift2, scale2)
+    h = _dense(cfg.mlp_ratio * d, ('embed', 'mlp'), 'mlp_in', dtype)(h)
+    h = nn.with_logical_constraint(
+        nn.gelu(h), ('act_batch', 'act_time', 'act_height', 'act_width',
+                     'act_mlp'))
+    h = _dense(d, ('mlp', 'embed'), 'mlp_out', dtype)(h)
+    x = x + gate2[:, :, None, None] * h
+    return nn.with_logical_constraint(x, ACT)
+
+
+class LayerPair(nn.Module):
+  """A spatial-window layer then a spatiotemporal-window layer (the scanned
+  unit, so depth does not multiply compile time)."""
+  config: DenoiserConfig
+
+  @nn.compact
+  def __call__(self, x, cond, shared_mod, is_image):
+    spatial, spatiotemporal = self.config.windows()
+    x = TransformerLayer(self.config, spatial, name='spatial')(
+        x, cond, shared_mod, is_image)
+    x = TransformerLayer(self.config, spatiotemporal, name='spatiotemporal')(
+        x, cond, shared_mod, is_image)
+    return x, None
+
+
+class Denoiser(nn.Module):
+  """v-prediction network. See the module docstring."""
+  config: DenoiserConfig
+
+  @nn.compact
+  def __call__(self, z: jax.Array, t: jax.Array, *,
+               labels: jax.Array | None = None,
+               self_cond: jax.Array | None = None,
+               cond_latent: jax.Array | None = None,
+               cond_mask: jax.Array | None = None,
+               is_image: jax.Array | None = None) -> jax.Array:
+    """Predicts v.
+
+    Args:
+      z: noisy latent `[b, t, h, w, c]` (t <= the configured latent frames).
+      t: diffusion time in [0, 1) `[b]` (step / num_steps).
+      labels: int `[b]` or per frame `[b, t]`; `num_classes` = null class.
+      self_cond: previous x0 estimate `[b, t, h, w, c]` (None: zeros).
+      cond_latent: clean conditioning latents `[b, t, h, w, c]` (None: zeros);
+        only positions where `cond_mask` is 1 are seen.
+      cond_mask: `[b, t]` or `[b, t, h, w, 1]`, 1 = given (None: zeros).
+      is_image: bool `[b]`: the sample is a stack of independent images.
+
+    Returns:
+      v `[b, t, h, w, c]`.
+    """
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    b, frames, height, width, c = z.shape
+    p, d = cfg.patch_size, cfg.width
+    if frames > cfg.latent_shape[0] or (height, width, c) != tuple(
+        cfg.latent_shape[1:]):
+      raise ValueError(f'latent {z.shape[1:]} does not fit the configured '
+                       f'{cfg.latent_shape}')
+    if is_image is None:
+      is_image = jnp.zeros((b,), bool)
+    parts = [z]
+    if cfg.self_conditioning:
+      parts.append(jnp.zeros_like(z) if self_cond is None else self_cond)
+    if cfg.frame_conditioning:
+      mask = (jnp.zeros((b, frames), z.dtype) if cond_mask is None
+              else cond_mask.astype(z.dtype))
+      if mask.ndim == 2:
+        mask = jnp.broadcast_to(mask[:, :, None, None, None],
+                                (b, frames, height, width, 1))
+      given = jnp.zeros_like(z) if cond_latent is None else cond_latent
+      parts += [given * mask, mask]
+    x = jnp.concatenate(parts, axis=-1).astype(dtype)
+
+    # Patchify per frame, project, add positions.
+    hp, wp = height // p, width // p
+    x = x.reshape(b, frames, hp, p, wp, p, -1).transpose(0, 1, 2, 4, 3, 5, 6)
+    x = x.reshape(b, frames, hp, wp, p * p * x.shape[-1])
+    x = _dense(d, ('channels', 'embed'), 'patch_embed', dtype)(x)
+    init = nn.initializers.normal(0.02)
+    spatial_pos = self.param('spatial_position',
+                             partitioned(init, (None, None, 'embed')),
+                             (hp, wp, d))
+    temporal_pos = self.param('temporal_position',
+                              partitioned(init, (None, 'embed')),
+                              (cfg.latent_shape[0], d))
+    time_index = jnp.where(is_image[:, None], 0, jnp.arange(frames)[None])
+    x = (x + spatial_pos[None, None].astype(dtype)
+         + temporal_pos[time_index][:, :, None, None].astype(dtype))
+    x = nn.with_logical_constraint(x, ACT)
+
+    # Condition per frame: timestep (+ class).
+    temb = timestep_embedding(t, cfg.time_embed_dim)
+    temb = _dense(d, (None, 'embed'), 'time_mlp_1', dtype)(temb)
+    temb = _dense(d, ('mlp', 'embed'), 'time_mlp_2', dtype)(nn.silu(temb))
+    cond = jnp.broadcast_to(temb[:, None], (b, frames, d))
+    if cfg.num_classes:
+      if labels is None:
+        labels = jnp.full((b,), cfg.num_classes, jnp.int32)
+      if labels.ndim == 1:
+        labels = jnp.broadcast_to(labels[:, None], (b, frames))
+      cond = cond + nn.Embed(
+          cfg.num_classes + 1, d, name='class_embed',
+          embedding_init=partitioned(init, ('classes', 'embed')))(labels)
+    cond = nn.silu(cond)
+    if cfg.adaln == 'lora':
+      shared_mod = _dense(6 * d, ('embed', 'mlp'), 'adaln_shared', dtype,
+                          zero=True)(cond)
+    else:
+      shared_mod = jnp.zeros((b, frames, 6 * d), dtype)
+
+    pair = LayerPair
+    if cfg.remat != 'none':
+      pair = nn.remat(pair, policy=REMAT_POLICIES[cfg.remat],
+                      prevent_cse=not cfg.scan)
+    if cfg.scan:
+      scanned = nn.scan(
+          pair, variable_axes={'params': 0}, split_rngs={'params': True},
+          in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+          length=cfg.num_layers // 2,
+          metadata_params={nn.PARTITION_NAME: 'layers'})
+      x, _ = scanned(cfg, name='layers')(x, cond, shared_mod, is_image)
+    else:
+      for i in range(cfg.num_layers // 2):
+        x, _ = pair(cfg, name=f'layers_{i}')(x, cond, shared_mod, is_image)
+
+    final = _dense(2 * d, ('embed', 'mlp'), 'final_adaln', dtype,
+                   zero=True)(cond)
+    shift, scale = jnp.split(final, 2, axis=-1)
+    x = modulate(nn.LayerNorm(use_scale=False, use_bias=False, dtype=dtype,
+                              name='final_norm')(x), shift, scale)
+    x = _dense(p * p * c, ('embed', 'channels'), 'final_linear', dtype,
+               zero=True)(x)
+    x = x.reshape(b, frames, hp, wp, p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(b, frames, height, width, c).astype(jnp.float32)
+
+
+def count_params(params: Any) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,364 @@
+"""W.A.L.T denoiser training job (`config.job = 'walt'`), on the shared loop.
+
+Trains the window-attention denoiser on normalised latents of a trained
+tokenizer (`config.tokenizer.workdir`), class-conditional, with joint
+image-video batches (`config.data.image_fraction`: stacks of independent
+images, each frame encoded as its own image latent).
+
+Modes (`python -m walt.main --mode=...`):
+  train          train; every `eval_every` steps sample and score
+  eval           sample from the latest checkpoint and score
+  cache_latents  encode the training split once into `config.latents.cache`
+                 (array_record); training then reads latents from there
+                 instead of encoding on the fly
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from walt import sampler as sampler_lib
+from walt.data import latent_cache
+from walt.data import pipeline
+from walt.data import video_ops
+from walt.diffusion import objectives
+from walt.diffusion import schedule as sched_lib
+from walt.evaluation import reconstruction
+from walt.models import denoiser as denoiser_lib
+from walt.parallel import mesh as mesh_lib
+from walt.train import loop
+from walt.train import state as state_lib
+from walt.train import tokenizer_trainer
+
+
+def latent_shape(config) -> tuple[int, int, int, int]:
+  """Latent `(t, h, w, c)` of `config.data` clips under the tokenizer's
+  compression factors (checked against the trained tokenizer when loaded)."""
+  t = config.tokenizer
+  frames = config.data.frames
+  height, width = config.data.resolution
+  if t.temporal_factor > 1 and (frames - 1) % t.temporal_factor:
+    raise ValueError(f'data.frames={frames} is not 1 + {t.temporal_factor}k')
+  if height % t.spatial_factor or width % t.spatial_factor:
+    raise ValueError(f'data.resolution={config.data.resolution} is not '
+                     f'divisible by {t.spatial_factor}')
+  return (1 + (frames - 1) // t.temporal_factor, height // t.spatial_factor,
+          width // t.spatial_factor, t.latent_channels)
+
+
+def model_config(config) -> denoiser_lib.DenoiserConfig:
+  return denoiser_lib.DenoiserConfig.from_config(config.model,
+                                                 latent_shape(config))
+
+
+def check_config(config, mesh_shape) -> None:
+  """Denoiser-specific validation (windows vs latent grid, ...)."""
+  del mesh_shape
+  model_config(config).validate()
+  d = config.diffusion
+  for name in ('self_cond_prob', 'class_dropout', 'frame_cond_prob'):
+    if not 0.0 <= d[name] <= 1.0:
+      raise ValueError(f'diffusion.{name}={d[name]} not in [0, 1]')
+  if d.frame_cond_frames >= latent_shape(config)[0] and d.frame_cond_prob:
+    raise ValueError('diffusion.frame_cond_frames leaves no frame to predict')
+  if not 1 <= config.eval.steps <= d.num_steps:
+    raise ValueError(f'eval.steps={config.eval.steps} not in [1, '
+                     f'{d.num_steps}]')
+
+
+VALIDATORS = (check_config,)
+
+
+class DenoiserTask:
+  """Denoiser + frozen tokenizer; see `loop.Task`."""
+
+  def __init__(self, config, workdir: str, mesh, rules, tokenizer=None):
+    self.config = config
+    self.workdir = workdir
+    self.mesh, self.rules = mesh, rules
+    self.model_config = model_config(config)
+    self.model_config.validate()
+    self.model = denoiser_lib.Denoiser(self.model_config)
+    self.schedule = sched_lib.Schedule.from_config(config.diffusion)
+    self.objective = objectives.ObjectiveConfig.from_config(
+        config.diffusion, self.model_config.num_classes)
+    self.tx = loop.make_optimizer(config.optimizer, config.total_steps)
+    self.tokenizer = tokenizer or tokenizer_trainer.TrainedTokenizer.load(
+        config.tokenizer.workdir, mesh)
+    expected = self.tokenizer.latent_shape(config.data.frames,
+                                           *config.data.resolution)
+    if tuple(expected) != self.model_config.latent_shape:
+      raise ValueError(
+          f'the tokenizer in {config.tokenizer.workdir} gives latents '
+          f'{tuple(expected)}, config.tokenizer factors give '
+          f'{self.model_config.latent_shape}: fix config.tokenizer')
+    self.cached = bool(config.latents.cache)
+
+  @classmethod
+  def from_workdir(cls, config, workdir: str, mesh) -> 'DenoiserTask':
+    rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+    return cls(config, workdir, mesh, rules)
+
+  # ------------------------------------------------------------------ data
+  def data_spec(self) -> pipeline.DataSpec:
+    if not self.cached:
+      return pipeline.DataSpec.from_config(self.config.data)
+    return pipeline.DataSpec.from_config(
+        self.config.data, name='latent_cache', data_dir=self.config.latents.cache,
+        frames=self.model_config.latent_shape[0], crop=None, pixels=False,
+        build=False)
+
+  def prepare_batch(self, batch):
+    """Pixel batch -> `{latent [b, t', h, w, c], label [b, t'], is_image}`."""
+    t = self.model_config.latent_shape[0]
+    is_image = batch['is_image']
+    if self.cached:
+      latent = batch['video']
+    else:
+      video = batch['video']
+      latent = self.tokenizer.encode(video)
+      if self.config.data.image_fraction > 0:
+        # Image stacks: their first t' frames, each its own image latent.
+        images = self.tokenizer.encode_images(video[:, :t])
+        latent = jnp.where(is_image[:, None, None, None, None], images,
+                           latent)
+    return {'latent': latent, 'label': batch['label'][:, :t],
+            'is_image': is_image}
+
+  # ----------------------------------------------------------------- model
+  def apply(self, params, z, t, labels, self_cond, cond_latent, cond_mask,
+            is_image):
+    return self.model.apply(
+        {'params': params}, z, t,
+        labels=labels if self.model_config.num_classes else None,
+        self_cond=self_cond, cond_latent=cond_latent, cond_mask=cond_mask,
+        is_image=is_image)
+
+  def init_state(self, rng):
+    z = jnp.zeros((1, *self.model_config.latent_shape), jnp.float32)
+    params = self.model.init(rng, z, jnp.zeros((1,)),
+                             labels=jnp.zeros((1,), jnp.int32),
+                             is_image=jnp.zeros((1,), bool))['params']
+    return state_lib.TrainState.create(params, self.tx,
+                                       ema=self.config.ema_decay > 0)
+
+  def train_step(self, state, batch):
+    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
+    labels = batch['label'] if self.model_config.num_classes else None
+    grads, metrics = jax.grad(
+        lambda p: objectives.diffusion_loss(
+            self.apply, p, rng, self.schedule, self.objective,
+            batch['latent'], labels, batch['is_image']), has_aux=True)(
+                state.params)
+    return state_lib.apply_gradients(state, grads, self.tx,
+                                     self.config.ema_decay), metrics
+
+  # ------------------------------------------------------------------ hooks
+  def eval_params(self, state):
+    return state.ema_params if state.ema_params is not None else state.params
+
+  def generator(self, state, use_ema: bool = True
+                ) -> sampler_lib.Generator:
+    params = self.eval_params(state) if use_ema else state.params
+    return sampler_lib.Generator(self.model, params, self.schedule,
+                                 self.tokenizer, self.mesh, self.rules)
+
+  def restore_latest(self):
+    return loop.restore_latest(self, self.config, self.workdir, self.mesh,
+                               self.rules)
+
+  def eval_labels(self) -> np.ndarray | None:
+    n = self.model_config.num_classes
+    if not n:
+      return None
+    per_class = self.config.eval.samples_per_class
+    return np.repeat(np.arange(n, dtype=np.int32), per_class)
+
+  def evaluate(self, state, step: int):
+    e = self.config.eval
+    labels = self.eval_labels()
+    if labels is None:
+      return None
+    gen = self.generator(state)
+    started = time.time()
+    videos = np.concatenate([
+        gen.sample(labels[i:i + e.batch_size], seed=self.config.seed + 1 + i,
+                   steps=e.steps, eta=e.eta, guidance=e.guidance)
+        for i in range(0, len(labels), e.batch_size)])
+    scores = score_samples(self.config.data.name, videos, labels)
+    protocol = {
+        'sampler': 'ddim', 'steps': e.steps, 'eta': e.eta,
+        'guidance': e.guidance, 'spacing': 'trailing',
+        'samples_per_class': e.samples_per_class,
+        'params': 'ema' if state.ema_params is not None else 'raw',
+        'data': self.config.data.name, 'frames': self.config.data.frames,
+        'resolution': list(self.config.data.resolution),
+        'scorer': 'oracle classifier (walt.data.sprites.classify)'
+                  if scores else 'none'}
+    reconstruction.write_results(self.workdir, step, scores, len(labels),
+                                 protocol)
+    logging.info('sampled %d videos in %.0f s', len(labels),
+                 time.time() - started)
+    return scores
+
+  def summaries(self, state, batch, step: int, logger) -> None:
+    labels = self.eval_labels()
+    e = self.config.eval
+    if labels is None:
+      n = e.num_summary_videos
+      videos = self.generator(state).sample(num_samples=n, steps=e.steps)
+    else:
+      # One video per class (up to num_summary_videos).
+      labels = np.unique(labels)[:e.num_summary_videos]
+      videos = self.generator(state).sample(labels, seed=step, steps=e.steps,
+                                            guidance=e.guidance)
+    logger.videos(step, 'samples', video_ops.to_uint8(videos))
+
+  def finalize(self, state, checkpointer) -> None:
+    del state, checkpointer
+
+
+def score_samples(data_name: str, videos: np.ndarray, labels: np.ndarray
+                  ) -> dict:
+  """Scores that need no download: the moving_sprites oracle's accuracy on
+  class-conditional samples (also per class)."""
+  if not data_name.startswith('moving_sprites'):
+    return {}
+  from walt.data import sprites
+  predicted = sprites.classify_batch(video_ops.to_uint8(videos))
+  correct = predicted == labels
+  scores = {'class_accuracy': float(np.mean(correct))}
+  for k in np.unique(labels):
+    scores[f'class_accuracy/{k}'] = float(np.mean(correct[labels == k]))
+  colour = predicted % len(sprites.COLORS) == labels % len(sprites.COLORS)
+  shape = predicted // len(sprites.COLORS) == labels // len(sprites.COLORS)
+  scores['color_accuracy'] = float(np.mean(colour))
+  scores['shape_accuracy'] = float(np.mean(shape))
+  return scores
+
+
+def cache_latents(config, workdir: str, mesh) -> dict:
+  """Writes the training split's latents to `config.latents.cache`."""
+  if not config.latents.cache:
+    raise ValueError('set --config.latents.cache=DIR for --mode=cache_latents')
+  tokenizer = tokenizer_trainer.TrainedTokenizer.load(config.tokenizer.workdir,
+                                                      mesh)
+  spec = pipeline.DataSpec.from_config(config.data)
+  source = pipeline.data_source(spec)
+  return latent_cache.write(
+      tokenizer, source, config.latents.cache, frames=config.data.frames,
+      resolution=spec.resolution, batch_size=config.latents.batch_size,
+      num_examples=config.latents.num_examples or None,
+      extra_metadata={'tokenizer': config.tokenizer.workdir,
+                      'data': config.data.name, 'split': spec.split,
+                      'workdir': workdir})
+
+
+def run(config, workdir: str, mode: str = 'train'):
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  if mode == 'cache_latents':
+    return cache_latents(config, workdir, mesh)
+  task = DenoiserTask(config, workdir, mesh, rules)
+  if mode == 'train':
+    return loop.train(task, config, workdir)
+  if mode == 'eval':
+    state = task.restore_latest()
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      print(json.dumps(task.evaluate(state, int(jax.device_get(state.step)))))
+    return state
+  raise ValueError(f'unknown mode {mode!r}: train, eval, cache_latents')
+
+
+def default_config(variant_name: str = ''):
+  """The paper's denoiser settings (Table 8) on the common fields."""
+  from walt import config_lib
+  import ml_collections
+  c = config_lib.base_config()
+  c.job = 'walt'
+  c.variant = variant_name
+  c.batch_size = 256
+  c.total_steps = 60_000
+  c.log_every = 100
+  c.checkpoint_every = 5_000
+  c.keep_checkpoints = 3
+  c.eval_every = 0
+  c.summary_every = 5_000
+  c.ema_decay = 0.9999
+  c.resume = ''
+  c.init_from = ''
+  c.stop_at_step = 0
+  c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
+  c.tokenizer = ml_collections.ConfigDict({
+      'workdir': '', 'temporal_factor': 4, 'spatial_factor': 8,
+      'latent_channels': 8})
+  c.latents = ml_collections.ConfigDict({
+      'cache': '', 'batch_size': 8, 'num_examples': 0})
+  c.model = ml_collections.ConfigDict({
+      'size': 'L', 'num_layers': 24, 'width': 1024, 'num_heads': 16,
+      'patch_size': 1, 'mlp_ratio': 4, 'spatial_window': (0, 0),
+      'spatiotemporal_window': (0, 8, 8), 'adaln': 'lora', 'lora_rank': 2,
+      'num_classes': 0, 'self_conditioning': True,
+      'frame_conditioning': True, 'scan': True, 'remat': 'none',
+      'dtype': 'float32'})
+  c.diffusion = ml_collections.ConfigDict({
+      'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
+      'zero_terminal_snr': True, 'self_cond_prob': 0.9,
+      'class_dropout': 0.1, 'frame_cond_prob': 0.0, 'frame_cond_frames': 2})
+  c.optimizer = ml_collections.ConfigDict({
+      'lr': 5e-4, 'b1': 0.9, 'b2': 0.99, 'weight_decay': 0.01,
+      'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0})
+  c.eval = ml_collections.ConfigDict({
+      'steps': 50, 'eta': 0.0, 'guidance': 1.0, 'samples_per_class': 8,
+      'batch_size': 32, 'num_summary_videos': 4})
+  return c
+
+
+def describe(config, flops: bool = True) -> dict:
+  """Params, latent shape and forward FLOPs per example, without allocating
+  anything (no tokenizer needed: its compression factors are in the
+  config)."""
+  cfg = model_config(config)
+  cfg.validate()
+  model = denoiser_lib.Denoiser(cfg)
+  z = jax.ShapeDtypeStruct((1, *cfg.latent_shape), jnp.float32)
+  t = jax.ShapeDtypeStruct((1,), jnp.float32)
+  labels = jax.ShapeDtypeStruct((1,), jnp.int32)
+  variables = jax.eval_shape(
+      lambda z, t, y: model.init(jax.random.key(0), z, t, labels=y), z, t,
+      labels)
+  params = state_lib.strip_boxes(variables['params'])
+  spatial, spatiotemporal = cfg.windows()
+  info = {'job': 'walt', 'params': denoiser_lib.count_params(params),
+          'latent_shape': list(cfg.latent_shape),
+          'tokens': int(np.prod(cfg.token_grid)),
+          'layers': cfg.num_layers, 'width': cfg.width,
+          'heads': cfg.num_heads, 'adaln': cfg.adaln,
+          'spatial_window': list(spatial),
+          'spatiotemporal_window': list(spatiotemporal),
+          'input_channels': cfg.input_channels}
+  if flops:
+    try:
+      # XLA counts a scanned body once: estimate on the unrolled model.
+      unrolled = denoiser_lib.Denoiser(dataclasses.replace(cfg, scan=False))
+      v = jax.eval_shape(
+          lambda z, t, y: unrolled.init(jax.random.key(0), z, t, labels=y),
+          z, t, labels)
+      cost = jax.jit(lambda v, z, t, y: unrolled.apply(
+          v, z, t, labels=y)).lower(v, z, t, labels).cost_analysis()
+      info['flops_per_example'] = float(cost['flops'])
+      # Training: forward + backward (~3x) + the self-conditioning forward.
+      info['train_flops_per_example'] = float(cost['flops']) * (
+          4 if config.diffusion.self_cond_prob > 0 else 3)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('no FLOP estimate: %s', e)
+  return info
