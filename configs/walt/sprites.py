@@ -44,7 +44,7 @@ def get_config(arg=None):
     c.batch_size = 32
     c.total_steps = 6_000
     c.log_every, c.checkpoint_every = 100, 1_000
-    c.eval_every = c.summary_every = 6_000
+    c.eval_every, c.summary_every = 6_000, 0  # eval writes samples too
   elif arg.variant == 'quick':
     c.tokenizer.workdir = os.path.expanduser('~/walt_runs/tokenizer_quick')
     c.data.name = 'moving_sprites/17x32x32'
@@ -56,7 +56,7 @@ def get_config(arg=None):
     c.optimizer.warmup_steps = 50
     c.ema_decay = 0.99
     c.log_every, c.checkpoint_every = 50, 400
-    c.eval_every = c.summary_every = 400
+    c.eval_every, c.summary_every = 400, 0
     c.eval.update({'steps': 25, 'samples_per_class': 4})
   else:
     raise ValueError(f'unknown variant {arg.variant!r}: default, quick')

@@ -111,7 +111,7 @@ def write(tokenizer, source, directory: str, *, frames: int,
           'image': zi[j], 'image_label': np.int32(e['image_label']),
           'index': np.int32(i)}))
       written += 1
-    if (start // batch_size) % 50 == 0:
+    if (start // batch_size) % 10 == 0 or written == n:
       logging.info('cached %d / %d latents', written, n)
   if writer is not None:
     writer.close()

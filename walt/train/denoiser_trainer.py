@@ -36,6 +36,7 @@ from walt.evaluation import reconstruction
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
 from walt.train import loop
+from walt.train import metrics as metrics_lib
 from walt.train import state as state_lib
 from walt.train import tokenizer_trainer
 
@@ -195,6 +196,12 @@ class DenoiserTask:
                    steps=e.steps, eta=e.eta, guidance=e.guidance)
         for i in range(0, len(labels), e.batch_size)])
     scores = score_samples(self.config.data.name, videos, labels)
+    # One sample per class (mp4, gif, and a PNG grid) next to the scores.
+    first = np.unique(labels, return_index=True)[1][:e.num_summary_videos]
+    if jax.process_index() == 0:
+      metrics_lib.save_videos(
+          os.path.join(self.workdir, 'samples', str(step)), 'class_samples',
+          video_ops.to_uint8(videos[first]))
     protocol = {
         'sampler': 'ddim', 'steps': e.steps, 'eta': e.eta,
         'guidance': e.guidance, 'spacing': 'trailing',

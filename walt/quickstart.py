@@ -1,0 +1,140 @@
+r"""The whole W.A.L.T pipeline on moving_sprites, in minutes on a CPU.
+
+    python -m walt.quickstart --workdir=/tmp/walt_quickstart
+
+1. builds moving_sprites/17x32x32 (`WORKDIR/data`),
+2. trains the quickstart tokenizer and its latent statistics
+   (`configs/tokenizer/sprites.py:quick` -> `WORKDIR/tokenizer`),
+3. trains a class-conditional W.A.L.T denoiser on its latents
+   (`configs/walt/sprites.py:quick` -> `WORKDIR/denoiser`),
+4. samples every class and scores the samples with the data set's oracle
+   classifier (`walt.data.sprites.classify`),
+5. writes `WORKDIR/quickstart.json` (`tokenizer_psnr`,
+   `sample_class_accuracy`, `wall_seconds`, ...) and sample videos under
+   `WORKDIR/denoiser/samples/<step>/`.
+
+Each stage is the same job `python -m walt.main` runs; rerunning resumes from
+what is already in WORKDIR. Sample more with
+`python -m walt.sample --workdir=WORKDIR/denoiser --out=DIR`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from walt import config_lib
+from walt import jobs
+from walt.data import build
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything goes.')
+_CONFIGS = flags.DEFINE_string(
+    'configs_dir', None, 'The repository\'s configs/ (default: next to the '
+    'walt package).')
+flags.mark_flags_as_required(['workdir'])
+
+TOKENIZER_CONFIG = 'tokenizer/sprites.py'
+DENOISER_CONFIG = 'walt/sprites.py'
+
+
+def _configs_dir() -> str:
+  if _CONFIGS.value:
+    return _CONFIGS.value
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.join(here, 'configs')
+
+
+def load_config(relative: str, arg: str | None = None):
+  path = os.path.join(_configs_dir(), relative)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} is missing: run from a clone of the '
+                            'repository or pass --configs_dir')
+  spec = importlib.util.spec_from_file_location('walt_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _run_job(config, workdir: str, mode: str = 'train'):
+  job = jobs.load(config.job)
+  config_lib.validate(config, extra=getattr(job, 'VALIDATORS', ()))
+  return job.run(config, workdir, mode)
+
+
+def _stage(name: str, started: float) -> None:
+  message = f'[quickstart {time.time() - started:5.0f} s] {name}'
+  logging.info(message)
+  print(message, flush=True)
+
+
+def _read_results(workdir: str) -> dict:
+  eval_dir = os.path.join(workdir, 'eval')
+  step = max(int(s) for s in os.listdir(eval_dir) if s.isdigit())
+  with open(os.path.join(eval_dir, str(step), 'results.json')) as f:
+    return json.load(f)
+
+
+def run(workdir: str) -> dict:
+  started = time.time()
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  data_dir = os.path.join(workdir, 'data')
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  den_dir = os.path.join(workdir, 'denoiser')
+
+  tok_config = load_config(TOKENIZER_CONFIG, 'quick')
+  den_config = load_config(DENOISER_CONFIG, 'quick')
+  with tok_config.unlocked():
+    tok_config.data.data_dir = data_dir
+  with den_config.unlocked():
+    den_config.data.data_dir = data_dir
+    den_config.tokenizer.workdir = tok_dir
+
+  _stage(f'1/4 building {tok_config.data.name} in {data_dir}', started)
+  build.ensure_built(tok_config.data.name, data_dir)
+  _stage(f'2/4 training the tokenizer in {tok_dir}', started)
+  _run_job(tok_config, tok_dir)
+  _stage(f'3/4 training the denoiser in {den_dir} (and sampling every class '
+         'at the end)', started)
+  _run_job(den_config, den_dir)
+  _stage('4/4 collecting the scores', started)
+
+  tok_results = _read_results(tok_dir)
+  den_results = _read_results(den_dir)
+  summary = {
+      'tokenizer_psnr': tok_results['psnr'],
+      'tokenizer_ssim': tok_results['ssim'],
+      'sample_class_accuracy': den_results['class_accuracy'],
+      'sample_color_accuracy': den_results['color_accuracy'],
+      'sample_shape_accuracy': den_results['shape_accuracy'],
+      'num_samples': den_results['num_samples'],
+      'sampler': den_results['protocol'],
+      'wall_seconds': time.time() - started,
+      'tokenizer_workdir': tok_dir,
+      'denoiser_workdir': den_dir,
+      'samples': os.path.join(den_dir, 'samples', str(den_results['step'])),
+  }
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'quickstart.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+  _stage(f'done: tokenizer PSNR {summary["tokenizer_psnr"]:.1f} dB, sample '
+         f'class accuracy {summary["sample_class_accuracy"]:.0%} '
+         f'(oracle); samples in {summary["samples"]}; '
+         f'{os.path.join(workdir, "quickstart.json")}', started)
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  run(_WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
