@@ -52,7 +52,7 @@ def _config(data_dir, tokenizer_dir, steps=STEPS, cache=''):
   c.log_every, c.checkpoint_every = 1, steps
   c.eval_every, c.summary_every = steps, 0
   c.eval.update({'steps': 4, 'samples_per_class': 1, 'batch_size': 12,
-                 'num_summary_videos': 2})
+                 'num_summary_videos': 2, 'reference_examples': 12})
   c.mesh.fsdp = 2
   c.lock()
   config_lib.validate(c, extra=denoiser_trainer.VALIDATORS)
@@ -86,6 +86,7 @@ def test_loss_falls_and_eval_scores_every_class(trained):
                                         'results.json')))
   assert results['num_samples'] == 12
   assert 0.0 <= results['metrics']['class_accuracy'] <= 1.0
+  assert 0.0 <= results['reconstruction_class_accuracy'] <= 1.0
   assert {f'class_accuracy/{k}' for k in range(12)} <= set(results['metrics'])
   assert results['protocol']['steps'] == 4
   assert results['protocol']['spacing'] == 'trailing'

@@ -9,8 +9,8 @@ The tokenizer is a trained `configs/tokenizer/sprites.py` workdir (with its
 sprites tokenizers train on 9-frame clips. A quarter of each batch is stacks
 of 3 independent images (joint image-video training).
 
-Default: the quality config (17x64x64 data, latent 3x8x8x8; 8 layers, 256
-wide; spatial windows 1x8x8, spatiotemporal 3x4x4). `quick`: the quickstart
+Default: the quality config (17x64x64 data, latent 3x8x8x8; 6 layers, 192
+wide; spatial windows 1x8x8, spatiotemporal 3x4x4; 2200 steps of batch 32). `quick`: the quickstart
 size (17x32x32 data, latent 3x4x4x8; 4 layers, 128 wide).
 """
 
@@ -33,18 +33,18 @@ def get_config(arg=None):
                       'b2': 0.99, 'min_lr_ratio': 0.05})
   c.ema_decay = 0.999
   c.eval.update({'steps': 50, 'samples_per_class': 8, 'batch_size': 48,
-                 'num_summary_videos': 12})
+                 'num_summary_videos': 12, 'reference_examples': 96})
   c.latents.batch_size = 16
   if arg.variant == 'default':
     c.tokenizer.workdir = os.path.expanduser('~/walt_runs/tokenizer_sprites')
     c.data.name = 'moving_sprites/17x64x64'
     c.data.resolution = (64, 64)
-    c.model.update({'num_layers': 8, 'width': 256, 'num_heads': 4,
+    c.model.update({'num_layers': 6, 'width': 192, 'num_heads': 3,
                     'spatiotemporal_window': (0, 4, 4)})
     c.batch_size = 32
-    c.total_steps = 6_000
-    c.log_every, c.checkpoint_every = 100, 1_000
-    c.eval_every, c.summary_every = 6_000, 0  # eval writes samples too
+    c.total_steps = 2_200
+    c.log_every, c.checkpoint_every = 50, 500
+    c.eval_every, c.summary_every = 2_200, 0  # eval writes samples too
   elif arg.variant == 'quick':
     c.tokenizer.workdir = os.path.expanduser('~/walt_runs/tokenizer_quick')
     c.data.name = 'moving_sprites/17x32x32'

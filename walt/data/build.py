@@ -18,8 +18,8 @@ from walt.data import registry
 
 _DATASET = flags.DEFINE_string(
     'dataset', 'moving_sprites/17x64x64', 'tfds name[/config][:version].')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Where to write the data set.',
-                                required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', None,
+                                'Where to write the data set.')
 
 
 def ensure_built(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -43,4 +43,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Required only for this program: other programs import `ensure_built`.
+  flags.mark_flag_as_required('data_dir')
   app.run(main)

@@ -196,6 +196,11 @@ class DenoiserTask:
                    steps=e.steps, eta=e.eta, guidance=e.guidance)
         for i in range(0, len(labels), e.batch_size)])
     scores = score_samples(self.config.data.name, videos, labels)
+    if scores and e.reference_examples:
+      # The tokenizer's ceiling: the same score on reconstructions of real
+      # held-out clips (samples are decoded by the same decoder).
+      scores['reconstruction_class_accuracy'] = self.reconstruction_accuracy(
+          e.reference_examples)
     # One sample per class (mp4, gif, and a PNG grid) next to the scores.
     first = np.unique(labels, return_index=True)[1][:e.num_summary_videos]
     if jax.process_index() == 0:
@@ -216,6 +221,24 @@ class DenoiserTask:
     logging.info('sampled %d videos in %.0f s', len(labels),
                  time.time() - started)
     return scores
+
+  def reconstruction_accuracy(self, num_examples: int) -> float:
+    """Oracle accuracy on tokenizer round trips of validation clips."""
+    e = self.config.eval
+    spec = pipeline.DataSpec.from_config(
+        self.config.data, split='validation', crop=None, shuffle=False,
+        random_crop=False, num_epochs=1, image_fraction=0.0)
+    ds = pipeline.make_dataset(spec, global_batch_size=e.batch_size,
+                               seed=self.config.seed)
+    it = pipeline.GlobalBatchIterator(ds, self.mesh, self.rules)
+    correct = []
+    for _ in range(min(len(ds), max(num_examples // e.batch_size, 1))):
+      batch = next(it)
+      recon = self.tokenizer.decode(self.tokenizer.encode(batch['video']))
+      scores = score_samples(self.config.data.name, np.asarray(recon),
+                             np.asarray(batch['label'])[:, 0])
+      correct.append(scores['class_accuracy'])
+    return float(np.mean(correct))
 
   def summaries(self, state, batch, step: int, logger) -> None:
     labels = self.eval_labels()
@@ -326,7 +349,9 @@ def default_config(variant_name: str = ''):
       'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0})
   c.eval = ml_collections.ConfigDict({
       'steps': 50, 'eta': 0.0, 'guidance': 1.0, 'samples_per_class': 8,
-      'batch_size': 32, 'num_summary_videos': 4})
+      'batch_size': 32, 'num_summary_videos': 4,
+      # > 0: also score tokenizer round trips of this many validation clips
+      'reference_examples': 0})
   return c
 
 
