@@ -10,7 +10,7 @@ sprites tokenizers train on 9-frame clips. A quarter of each batch is stacks
 of 3 independent images (joint image-video training).
 
 Default: the quality config (17x64x64 data, latent 3x8x8x8; 6 layers, 192
-wide; spatial windows 1x8x8, spatiotemporal 3x4x4; 2200 steps of batch 32). `quick`: the quickstart
+wide; spatial windows 1x8x8, spatiotemporal 3x4x4; 1000 steps of batch 32). `quick`: the quickstart
 size (17x32x32 data, latent 3x4x4x8; 4 layers, 128 wide).
 """
 
@@ -42,9 +42,9 @@ def get_config(arg=None):
     c.model.update({'num_layers': 6, 'width': 192, 'num_heads': 3,
                     'spatiotemporal_window': (0, 4, 4)})
     c.batch_size = 32
-    c.total_steps = 2_200
+    c.total_steps = 1_000
     c.log_every, c.checkpoint_every = 50, 500
-    c.eval_every, c.summary_every = 2_200, 0  # eval writes samples too
+    c.eval_every, c.summary_every = 1_000, 0  # eval writes samples too
   elif arg.variant == 'quick':
     c.tokenizer.workdir = os.path.expanduser('~/walt_runs/tokenizer_quick')
     c.data.name = 'moving_sprites/17x32x32'
