@@ -228,11 +228,14 @@ class DenoiserTask:
     spec = pipeline.DataSpec.from_config(
         self.config.data, split='validation', crop=None, shuffle=False,
         random_crop=False, num_epochs=1, image_fraction=0.0)
-    ds = pipeline.make_dataset(spec, global_batch_size=e.batch_size,
+    # The global batch must divide over the mesh's batch sharding.
+    parallel = mesh_lib.batch_parallelism(self.mesh, self.rules)
+    batch = -(-e.batch_size // parallel) * parallel
+    ds = pipeline.make_dataset(spec, global_batch_size=batch,
                                seed=self.config.seed)
     it = pipeline.GlobalBatchIterator(ds, self.mesh, self.rules)
     correct = []
-    for _ in range(min(len(ds), max(num_examples // e.batch_size, 1))):
+    for _ in range(min(len(ds), max(num_examples // batch, 1))):
       batch = next(it)
       recon = self.tokenizer.decode(self.tokenizer.encode(batch['video']))
       scores = score_samples(self.config.data.name, np.asarray(recon),
