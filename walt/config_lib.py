@@ -78,6 +78,23 @@ def base_config() -> ConfigDict:
   return c
 
 
+def trainer_config(job: str, variant: str = '') -> ConfigDict:
+  """`base_config()` plus the fields every trainer on `walt.train.loop` reads
+  (resume order, cadences, EMA, time slicing); trainers set their values."""
+  c = base_config()
+  c.job = job
+  c.variant = variant
+  c.keep_checkpoints = 3
+  c.eval_every = 0
+  c.summary_every = 0
+  c.ema_decay = 0.999
+  c.resume = ''  # continue another run (state, data position, step)
+  c.init_from = ''  # take params (and EMA) from a checkpoint, start at 0
+  c.stop_at_step = 0  # > 0: stop (and checkpoint) there; rerun to resume
+  c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
+  return c
+
+
 def check_frames(frames: int, what: str = 'data.frames') -> None:
   """Videos have 1 + 4k frames (the tokenizer's 4x causal time compression)."""
   if frames < 1 or (frames - 1) % 4:

@@ -316,21 +316,14 @@ def default_config(variant_name: str = ''):
   """The paper's denoiser settings (Table 8) on the common fields."""
   from walt import config_lib
   import ml_collections
-  c = config_lib.base_config()
-  c.job = 'walt'
-  c.variant = variant_name
+  c = config_lib.trainer_config('walt', variant_name)
   c.batch_size = 256
   c.total_steps = 60_000
   c.log_every = 100
   c.checkpoint_every = 5_000
-  c.keep_checkpoints = 3
   c.eval_every = 0
   c.summary_every = 5_000
   c.ema_decay = 0.9999
-  c.resume = ''
-  c.init_from = ''
-  c.stop_at_step = 0
-  c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
   c.tokenizer = ml_collections.ConfigDict({
       'workdir': '', 'temporal_factor': 4, 'spatial_factor': 8,
       'latent_channels': 8})

@@ -360,21 +360,14 @@ def default_config(variant_name: str = ''):
   common fields; config files override sizes and data."""
   from walt import config_lib
   import ml_collections
-  c = config_lib.base_config()
-  c.job = 'tokenizer'
-  c.variant = variant_name
+  c = config_lib.trainer_config('tokenizer', variant_name)
   c.batch_size = 256
   c.total_steps = 500_000
   c.log_every = 100
   c.checkpoint_every = 5_000
-  c.keep_checkpoints = 3
   c.eval_every = 10_000
   c.summary_every = 10_000
   c.ema_decay = 0.999
-  c.resume = ''
-  c.init_from = ''
-  c.stop_at_step = 0  # > 0: stop (and checkpoint) there; rerun to resume
-  c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
   c.model = ml_collections.ConfigDict({
       'base_channels': 128, 'channel_multipliers': (1, 2, 2, 4),
       'num_res_blocks': 4, 'num_mid_blocks': 4,
