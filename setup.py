@@ -28,7 +28,13 @@ setuptools.setup(
         'tensorflow-datasets>=4.9.7',  # array_record data sources without TF
     ],
     extras_require={
-        'test': ['pytest', 'pytest-xdist'],
+        # The feature-network converters (walt.evaluation.convert) read the
+        # public releases with the framework they were published in.
+        'convert': ['tensorflow-cpu', 'torch'],
+        # Tests check the converters against TF / torch reference networks;
+        # torch 2.13.0 is a CPU build (a bare `torch` pulls CUDA wheels).
+        'test': ['pytest', 'pytest-xdist', 'scipy', 'tensorflow-cpu',
+                 'torch==2.13.0'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

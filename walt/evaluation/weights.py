@@ -1,0 +1,111 @@
+"""Feature-network weight files: flat `.npz` archives of float32 arrays.
+
+Keys are '/'-joined Flax parameter paths (`Mixed_3b/Branch_0_Conv3d_0a_1x1/w`).
+`walt.evaluation.convert` writes them from the public releases; `load` checks
+every name and shape against the network before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+# Where each network's public release lives, and how to convert it.
+SOURCES = {
+    'i3d': (
+        'the Kinetics-400 I3D of the FVD reference code: the TF-Hub module '
+        'deepmind/i3d-kinetics-400/1 (https://tfhub.dev/deepmind/'
+        'i3d-kinetics-400/1, mirrored on Kaggle Models as '
+        'deepmind/i3d-kinetics/tensorFlow1/400); extract it to a directory '
+        'and run `python -m walt.evaluation.convert --network=i3d '
+        '--src=MODULE_DIR --out={path}` (needs tensorflow)'),
+    'inception': (
+        'the FID InceptionV3 of pytorch-fid (the TF FID graph ported to '
+        'PyTorch): https://github.com/mseitzer/pytorch-fid/releases/download/'
+        'fid_weights/pt_inception-2015-12-05-6726825d.pth; run `python -m '
+        'walt.evaluation.convert --network=inception --src=FILE.pth '
+        '--out={path}` (needs torch)'),
+}
+
+
+def flatten(tree, prefix: str = '') -> dict[str, object]:
+  out = {}
+  for k, v in tree.items():
+    key = f'{prefix}{k}'
+    if hasattr(v, 'items'):
+      out.update(flatten(v, key + '/'))
+    else:
+      out[key] = v
+  return out
+
+
+def unflatten(flat: dict[str, object]) -> dict:
+  tree: dict = {}
+  for key, v in flat.items():
+    node = tree
+    *parents, leaf = key.split('/')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return tree
+
+
+def save(path: str, params) -> None:
+  flat = {k: np.asarray(v, np.float32) for k, v in flatten(params).items()}
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'wb') as f:
+    np.savez(f, **flat)
+
+
+def check(flat: dict[str, object], shapes, what: str) -> None:
+  """Raises if `flat` lacks, adds or reshapes any parameter of `shapes`."""
+  expected = {k: tuple(v.shape) for k, v in flatten(shapes).items()}
+  got = {k: tuple(np.shape(v)) for k, v in flat.items()}
+  missing = sorted(set(expected) - set(got))
+  extra = sorted(set(got) - set(expected))
+  wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+  if missing or extra or wrong:
+    details = []
+    if missing:
+      details.append(f'missing {missing[:5]}{"..." if len(missing) > 5 else ""}')
+    if extra:
+      details.append(f'unexpected {extra[:5]}{"..." if len(extra) > 5 else ""}')
+    for k in wrong[:5]:
+      details.append(f'{k}: {got[k]} != expected {expected[k]}')
+    raise ValueError(f'{what} does not match the network: ' + '; '.join(details))
+
+
+def load(path: str, network: str, shapes):
+  """Loads a converted weight file and checks it against `shapes` (the
+  network's `param_shapes()`); a missing file says where to get it."""
+  path = os.path.expanduser(path or '')
+  if not path or not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{network} weights not found at {path or "(no path given)"}. They '
+        'cannot be downloaded by walt; get ' + SOURCES[network].format(
+            path=path or 'WEIGHTS.npz'))
+  with np.load(path) as data:
+    flat = {k: np.asarray(data[k], np.float32) for k in data.files}
+  check(flat, shapes, path)
+  return jax.tree.map(np.asarray, unflatten(flat))
+
+
+def random_like(shapes, seed: int = 0):
+  """Random float32 weights for `shapes`: fan-in-scaled kernels, small biases,
+  batch-norm variances in [0.5, 1.5] (so conversions of every field show)."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, s in flatten(shapes).items():
+    name, shape = key.rsplit('/', 1)[-1], tuple(s.shape)
+    if name in ('moving_variance', 'var'):
+      v = rng.uniform(0.5, 1.5, shape)
+    elif name in ('w', 'kernel'):
+      v = rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
+    elif name == 'scale':
+      v = rng.uniform(0.5, 1.5, shape)
+    else:
+      v = rng.normal(size=shape) * 0.1
+    out[key] = v.astype(np.float32)
+  return unflatten(out)
