@@ -30,3 +30,28 @@ def sprites_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   build.ensure_built(TINY_DATASET, data_dir)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def tokenizer_dir(sprites_data_dir, tmp_path_factory):
+  """A (briefly) trained tiny tokenizer with latent stats: latent 2x4x4x8."""
+  from tests.test_tokenizer_training import _config
+  from walt.train import tokenizer_trainer
+  workdir = str(tmp_path_factory.mktemp('tokenizer'))
+  c = _config(sprites_data_dir, 10, gan_start=10_000)
+  c.unlock()
+  c.eval_every = c.summary_every = 0
+  c.lock()
+  tokenizer_trainer.run(c, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def trained(sprites_data_dir, tokenizer_dir, tmp_path_factory):
+  """A tiny class-conditional denoiser trained on 5x32x32 clips:
+  (workdir, config, final state)."""
+  from tests.test_denoiser_training import _config
+  from walt.train import denoiser_trainer
+  workdir = str(tmp_path_factory.mktemp('denoiser'))
+  config = _config(sprites_data_dir, tokenizer_dir)
+  return workdir, config, denoiser_trainer.run(config, workdir)

@@ -12,7 +12,6 @@ import pytest
 
 from tests.conftest import TINY_DATASET
 from tests.test_tokenizer import _load_config
-from tests.test_tokenizer_training import _config as tokenizer_config
 from walt import config_lib
 from walt import sampler
 from walt.data import latent_cache
@@ -24,18 +23,6 @@ from walt.train import tokenizer_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 60
-
-
-@pytest.fixture(scope='module')
-def tokenizer_dir(sprites_data_dir, tmp_path_factory):
-  """A (briefly) trained tiny tokenizer with latent stats: latent 2x4x4x8."""
-  workdir = str(tmp_path_factory.mktemp('tokenizer'))
-  c = tokenizer_config(sprites_data_dir, 10, gan_start=10_000)
-  c.unlock()
-  c.eval_every = c.summary_every = 0
-  c.lock()
-  tokenizer_trainer.run(c, workdir)
-  return workdir
 
 
 def _config(data_dir, tokenizer_dir, steps=STEPS, cache=''):
@@ -61,13 +48,6 @@ def _config(data_dir, tokenizer_dir, steps=STEPS, cache=''):
 def _metrics(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
-
-
-@pytest.fixture(scope='module')
-def trained(sprites_data_dir, tokenizer_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('denoiser'))
-  config = _config(sprites_data_dir, tokenizer_dir)
-  return workdir, config, denoiser_trainer.run(config, workdir)
 
 
 def test_loss_falls_and_eval_scores_every_class(trained):

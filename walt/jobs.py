@@ -10,6 +10,7 @@ from types import ModuleType
 
 JOBS = {
     'data': 'walt.data.job',
+    'eval': 'walt.evaluation.eval_job',
     'tokenizer': 'walt.train.tokenizer_trainer',
     'walt': 'walt.train.denoiser_trainer',
 }

@@ -40,18 +40,25 @@ class Generator:
     self.mesh = mesh or mesh_lib.create_mesh({'data': -1})
     self.rules = rules
     self._compiled = {}
+    self.data_config = None  # the training data config (set by `load`)
 
   @classmethod
-  def load(cls, workdir: str, mesh=None, use_ema: bool = True
-           ) -> 'Generator':
-    """The latest checkpoint of a denoiser workdir (config read from it)."""
+  def load(cls, workdir: str, mesh=None, use_ema: bool = True,
+           step: int | None = None) -> 'Generator':
+    """A checkpoint of a denoiser workdir (default: the latest; config read
+    from it). `data_config` keeps the training data's frames/resolution."""
+    import os
     from walt.train import checkpoint as ckpt_lib
     from walt.train import denoiser_trainer
+    if step:
+      workdir = os.path.join(ckpt_lib.split_path(workdir)[0], str(step))
     config = ckpt_lib.read_config(workdir)
     mesh = mesh or mesh_lib.create_mesh(config.mesh.to_dict())
     task = denoiser_trainer.DenoiserTask.from_workdir(config, workdir, mesh)
     state = task.restore_latest()
-    return task.generator(state, use_ema=use_ema)
+    gen = task.generator(state, use_ema=use_ema)
+    gen.data_config = config.data
+    return gen
 
   @property
   def num_classes(self) -> int:

@@ -74,6 +74,8 @@ class MovingSprites(tfds.core.GeneratorBasedBuilder):
               num_test=256),                                  # small / CPU
       _config(5, 32, 32, num_train=256, num_validation=64,
               num_test=64),                                   # tests
+      _config(9, 32, 32, num_train=64, num_validation=32,
+              num_test=32),                   # tests needing >= 9 frames
   ]
   DEFAULT_CONFIG_NAME = '17x64x64'
 

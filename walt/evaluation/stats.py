@@ -32,6 +32,15 @@ class FeatureStats:
     if self.scatter is None:
       self.scatter = np.zeros((self.dim, self.dim), np.float64)
 
+  @classmethod
+  def from_moments(cls, mean, covariance, count: int) -> 'FeatureStats':
+    """Stats with a given mean and (ddof=1) covariance, e.g. a reference
+    `.npz`; `count` (>= 2) only weighs later merges."""
+    mean = np.asarray(mean, np.float64)
+    count = max(int(count), 2)
+    return cls(len(mean), count, mean,
+               np.asarray(covariance, np.float64) * (count - 1))
+
   def add(self, features) -> 'FeatureStats':
     """Adds a batch of features `[n, d]` (any float dtype)."""
     x = np.asarray(features, np.float64)

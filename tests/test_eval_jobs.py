@@ -1,0 +1,125 @@
+"""The eval job end to end: the synthetic evaluators on moving_sprites, and
+the FVD / FID protocol paths (UCF-101, K600 frame prediction, ImageNet) on
+tiny generated data with random-weight feature networks."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.test_denoiser_training import _config as denoiser_config
+from tests.test_tokenizer import _load_config
+from walt import config_lib
+from walt.data import build
+from walt.evaluation import eval_job
+from walt.train import denoiser_trainer
+
+NINE_FRAMES = 'moving_sprites/9x32x32'
+
+
+def _eval_config(name, generator, data_dir, dataset, frames, **fields):
+  c = _load_config(f'configs/eval/{name}.py', None)
+  c.unlock()
+  c.generator_workdir = generator
+  c.data.update({'name': dataset, 'data_dir': data_dir, 'frames': frames,
+                 'resolution': (32, 32)})
+  c.sampler.steps = 3
+  c.features.batch_size = 8
+  c.reference.split = 'validation'
+  c.mesh.update({'data': 4, 'tensor': 2})  # batch sharding 4
+  c.update(fields)
+  c.lock()
+  config_lib.validate(c, extra=eval_job.VALIDATORS)
+  return c
+
+
+def _results(workdir, step):
+  with open(os.path.join(workdir, 'eval', str(step), 'results.json')) as f:
+    return json.load(f)
+
+
+def _train(data_dir, tokenizer_dir, workdir, dataset, frames, steps=2):
+  c = denoiser_config(data_dir, tokenizer_dir, steps=steps)
+  c.unlock()
+  c.data.update({'name': dataset, 'frames': frames,
+                 'image_fraction': 0.0 if frames == 1 else 0.25})
+  c.eval_every = 0
+  c.lock()
+  denoiser_trainer.run(c, workdir)
+  return workdir
+
+
+def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
+  generator, config, _ = trained
+  c = _eval_config('sprites', generator, sprites_data_dir,
+                   config.data.name, 5, num_samples=16, batch_size=16,
+                   cond_frames=1, eval_frames=5)
+  results = eval_job.run(c, str(tmp_path))
+  step = config.total_steps
+  r = _results(str(tmp_path), step)
+  assert set(results) == {step} and r['num_samples'] == 16
+  m = r['metrics']
+  for key in ('class_accuracy', 'color_accuracy', 'shape_accuracy',
+              'frame_prediction_psnr', 'frame_prediction_ssim',
+              'copy_last_frame_psnr', 'copy_last_frame_ssim'):
+    assert np.isfinite(m[key]), key
+  assert 0 <= m['class_accuracy'] <= 1
+  assert r['protocol']['cond_frames'] == 1
+  assert r['protocol']['predicted_frames'] == 4
+  assert r['protocol']['steps'] == 3
+  # Already evaluated: a second run (no polling) evaluates nothing new.
+  assert eval_job.run(c, str(tmp_path)) == {}
+  # A missing generator says what to do.
+  c2 = _eval_config('sprites', str(tmp_path / 'none'), sprites_data_dir,
+                    config.data.name, 5)
+  with pytest.raises(FileNotFoundError, match='train a denoiser'):
+    eval_job.run(c2, str(tmp_path / 'eval2'))
+
+
+@pytest.fixture(scope='module')
+def nine_frame_generator(sprites_data_dir, tokenizer_dir, tmp_path_factory):
+  build.ensure_built(NINE_FRAMES, sprites_data_dir)
+  return _train(sprites_data_dir, tokenizer_dir,
+                str(tmp_path_factory.mktemp('gen9')), NINE_FRAMES, 9)
+
+
+@pytest.mark.parametrize('name', ['ucf101', 'k600_frame_prediction'])
+def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
+                       tmp_path):
+  extra = {'cond_frames': 5} if name == 'k600_frame_prediction' else {}
+  c = _eval_config(name, nine_frame_generator, sprites_data_dir, NINE_FRAMES,
+                   9, num_samples=4, batch_size=4, repeats=2, eval_frames=9,
+                   **extra)
+  c.unlock()
+  c.features.weights = 'random:0'
+  c.lock()
+  eval_job.run(c, str(tmp_path))
+  r = _results(str(tmp_path), 2)
+  m, p = r['metrics'], r['protocol']
+  assert r['num_samples'] == 8 and m['fvd'] >= 0 and np.isfinite(m['fvd_std'])
+  assert len(p['fvd_per_repeat']) == 2
+  for key in ('feature_network', 'resize', 'value_range', 'frames',
+              'frame_stride', 'split', 'repeats', 'steps', 'guidance'):
+    assert key in p, key
+  assert p['frames'] == 9 and 'RANDOM' in p['warning']
+  if name == 'ucf101':
+    assert m['is'] >= 1.0 - 1e-9
+  else:
+    assert p['cond_frames'] == 5 and p['predicted_frames'] == 4
+
+
+def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path):
+  generator = _train(sprites_data_dir, tokenizer_dir, str(tmp_path / 'gen1'),
+                     'moving_sprites/5x32x32', 1)
+  c = _eval_config('imagenet', generator, sprites_data_dir,
+                   'moving_sprites/5x32x32', 1, num_samples=8, batch_size=8)
+  c.unlock()
+  c.features.weights = 'random:0'
+  c.reference.stats = ''  # statistics of the real validation images
+  c.lock()
+  eval_job.run(c, str(tmp_path / 'eval'))
+  r = _results(str(tmp_path / 'eval'), 2)
+  assert r['metrics']['fid'] >= 0 and r['metrics']['is'] >= 1.0 - 1e-9
+  with np.load(r['protocol']['samples_npz']) as f:
+    assert f['arr_0'].shape == (8, 32, 32, 3) and f['arr_0'].dtype == np.uint8

@@ -1,0 +1,157 @@
+r"""The evaluation job (`config.job = 'eval'`): samples from a trained W.A.L.T
+denoiser and scores them against real data.
+
+    python -m walt.main --config=configs/eval/<task>.py --workdir=EVAL_DIR \
+        --config.generator_workdir=DENOISER_DIR [--config.poll_seconds=600]
+
+Tasks (`config.task`, see `walt/evaluation/tasks.py`):
+- `ucf101`: class-conditional FVD and IS (I3D), `repeats` x `num_samples`.
+- `k600_frame_prediction`: condition on `cond_frames`, predict the rest of an
+  `eval_frames` clip, FVD against the real clips.
+- `imagenet`: class-conditional FID and IS (InceptionV3) against reference
+  statistics; samples saved as an ADM-style `.npz`.
+- `sprites`: oracle class accuracy, frame-prediction PSNR/SSIM next to a
+  copy-last-frame baseline (moving_sprites, nothing downloaded).
+
+Each evaluated checkpoint step writes `EVAL_DIR/eval/<step>/results.json`
+(`metrics`, `num_samples`, `protocol`). With `poll_seconds > 0` the job keeps
+watching the denoiser workdir and evaluates each new checkpoint (it can run
+beside training) until `stop_at_step` is evaluated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from walt import config_lib
+from walt.evaluation import reconstruction
+from walt.train import checkpoint as ckpt_lib
+
+TASKS = ('ucf101', 'k600_frame_prediction', 'imagenet', 'sprites')
+
+
+def default_config(task: str) -> ml_collections.ConfigDict:
+  if task not in TASKS:
+    raise ValueError(f'unknown eval task {task!r}: {TASKS}')
+  c = config_lib.base_config()
+  c.job = 'eval'
+  c.task = task
+  c.generator_workdir = ''  # the trained denoiser's workdir
+  c.step = 0  # 0: the latest checkpoint (and every later one when polling)
+  c.poll_seconds = 0  # > 0: poll the generator workdir for new checkpoints
+  c.stop_at_step = 0  # polling ends once this step is evaluated (0: never)
+  c.num_samples = 10_000  # per repeat
+  c.repeats = 1
+  c.batch_size = 16  # samples per sampler call (global)
+  c.sampler = ml_collections.ConfigDict(
+      {'steps': 50, 'guidance': 1.0, 'eta': 0.0})
+  c.features = ml_collections.ConfigDict({
+      'weights': '',  # converted feature-network weights (.npz)
+      'resize_method': 'tf1',  # I3D input resize (FVD reference: TF1 grid)
+      'batch_size': 8,
+  })
+  c.cond_frames = 0  # frame prediction: given frames
+  c.eval_frames = 16  # frames scored (FVD clips)
+  c.reference = ml_collections.ConfigDict({
+      'stats': '',  # precomputed reference statistics (.npz with mu, sigma)
+      'split': 'train',
+      'num_examples': 0,  # 0: as many as num_samples
+  })
+  c.save_samples = False  # write the samples as samples.npz (uint8)
+  c.data.build = False
+  return c
+
+
+def check_config(config, mesh_shape) -> None:
+  del mesh_shape
+  if config.task not in TASKS:
+    raise ValueError(f'task={config.task!r}: one of {TASKS}')
+  if not config.generator_workdir:
+    raise ValueError('set --config.generator_workdir=DENOISER_DIR (a trained '
+                     'W.A.L.T workdir)')
+  if config.num_samples <= 0 or config.repeats <= 0:
+    raise ValueError('num_samples and repeats must be positive')
+  if config.cond_frames and config.cond_frames >= config.eval_frames:
+    raise ValueError(f'cond_frames={config.cond_frames} must be below '
+                     f'eval_frames={config.eval_frames}')
+  if config.cond_frames:
+    config_lib.check_frames(config.cond_frames, 'cond_frames')
+
+
+VALIDATORS = (check_config,)
+
+
+def checkpoint_steps(generator_workdir: str) -> list[int]:
+  directory, _ = ckpt_lib.split_path(generator_workdir)
+  if not os.path.isdir(directory):
+    return []
+  ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
+  try:
+    return sorted(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
+def evaluated_steps(workdir: str) -> set[int]:
+  root = os.path.join(workdir, 'eval')
+  if not os.path.isdir(root):
+    return set()
+  return {int(d) for d in os.listdir(root)
+          if d.isdigit() and os.path.exists(os.path.join(root, d,
+                                                         'results.json'))}
+
+
+def steps_to_evaluate(config, workdir: str):
+  """Yields checkpoint steps: the requested / latest one, then (polling) each
+  new one, skipping steps that already have results."""
+  while True:
+    available = checkpoint_steps(config.generator_workdir)
+    done = evaluated_steps(workdir)
+    if config.step:
+      wanted = [config.step] if config.step in available else []
+    else:
+      wanted = [s for s in available if s not in done][-1:] if not \
+          config.poll_seconds else [s for s in available if s not in done]
+    for step in wanted:
+      if step not in evaluated_steps(workdir):
+        yield step
+    finished = (config.step and config.step in evaluated_steps(workdir)) or (
+        config.stop_at_step and config.stop_at_step in evaluated_steps(workdir))
+    if not config.poll_seconds or finished:
+      if not available:
+        raise FileNotFoundError(
+            f'no checkpoint in {config.generator_workdir}: train a denoiser '
+            'there first (python -m walt.main --config=configs/walt/...)')
+      if config.step and config.step not in available:
+        raise FileNotFoundError(f'no checkpoint at step {config.step} in '
+                                f'{config.generator_workdir}: {available}')
+      return
+    logging.info('waiting %d s for new checkpoints in %s',
+                 config.poll_seconds, config.generator_workdir)
+    time.sleep(config.poll_seconds)
+
+
+def run(config, workdir: str, mode: str = 'eval'):
+  if mode not in ('eval', 'train'):
+    raise ValueError(f'--mode={mode}: the eval job has mode eval only')
+  from walt.evaluation import tasks  # pylint: disable=g-import-not-at-top
+  results = {}
+  for step in steps_to_evaluate(config, workdir):
+    started = time.time()
+    metrics, num_samples, protocol = tasks.evaluate(config, step, workdir)
+    protocol['seconds'] = round(time.time() - started, 1)
+    path = reconstruction.write_results(workdir, step, metrics, num_samples,
+                                        protocol)
+    logging.info('step %d: %s -> %s', step, metrics, path)
+    results[step] = metrics
+    if jax.process_index() == 0:
+      print(f'eval step {step}: ' + ', '.join(
+          f'{k} {v:.4g}' for k, v in metrics.items()
+          if isinstance(v, (int, float, np.floating))), flush=True)
+  return results

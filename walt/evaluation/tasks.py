@@ -1,0 +1,335 @@
+"""The eval tasks: each samples from a `Generator` and returns
+`(metrics, num_samples, protocol)` (see `eval_job`).
+
+Features run jitted with the batch sharded over the mesh; statistics stream on
+the host in float64 (`stats.FeatureStats`), so sample counts are bounded by
+time, not memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from walt import sampler as sampler_lib
+from walt.data import pipeline
+from walt.data import video_ops
+from walt.evaluation import i3d, inception, reconstruction, stats, weights
+from walt.parallel import mesh as mesh_lib
+
+
+# ------------------------------------------------------------ feature networks
+
+
+class FeatureNet:
+  """A feature network with its weights, applied batch-sharded on a mesh.
+
+  `weights_path='random:SEED'` uses random weights: only for testing the
+  protocol path (the protocol records it; the numbers mean nothing).
+  """
+
+  def __init__(self, kind: str, weights_path: str, mesh,
+               resize_method: str = 'tf1', batch_size: int = 8):
+    self.kind, self.mesh = kind, mesh
+    module = {'i3d': i3d, 'inception': inception}[kind]
+    if weights_path.startswith('random:'):
+      self.params = module.random_params(int(weights_path.split(':')[1]))
+    else:
+      self.params = weights.load(weights_path, kind, module.param_shapes())
+    self.weights_path = weights_path
+    self.resize_method = resize_method
+    parallel = mesh_lib.batch_parallelism(mesh)
+    self.batch_size = -(-batch_size // parallel) * parallel
+    self._sharding = mesh_lib.batch_sharding(mesh)
+    if kind == 'i3d':
+      fn = lambda p, x: (lambda f: (f, f))(
+          i3d.fvd_features(p, x, resize_method))
+    else:
+      fn = inception.features
+    self._fn = jax.jit(fn)
+
+  def protocol(self) -> dict:
+    p = (i3d.protocol(self.resize_method) if self.kind == 'i3d'
+         else inception.protocol())
+    p['weights'] = self.weights_path
+    if self.weights_path.startswith('random:'):
+      p['warning'] = 'RANDOM feature weights: a protocol test, not a metric'
+    return p
+
+  def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features, logits) of `x` `[n, ...]` in [-1, 1], in chunks."""
+    feats, logits = [], []
+    for i in range(0, len(x), self.batch_size):
+      chunk = x[i:i + self.batch_size]
+      n = len(chunk)
+      if n < self.batch_size:
+        chunk = np.concatenate([chunk, np.repeat(chunk[:1],
+                                                 self.batch_size - n, 0)])
+      with jax.set_mesh(self.mesh):
+        f, l = self._fn(self.params, jax.device_put(chunk, self._sharding))
+      feats.append(np.asarray(jax.device_get(f))[:n])
+      logits.append(np.asarray(jax.device_get(l))[:n])
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+# ------------------------------------------------------------ data and sampling
+
+
+def real_batches(config, gen: sampler_lib.Generator, split: str, frames: int,
+                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """Host batches of real clips (`video` `[b, frames, H, W, 3]` in [-1, 1],
+  `label` `[b]`) in a fixed order, one pass."""
+  data = gen.data_config
+  spec = pipeline.DataSpec.from_config(
+      config.data, split=split, frames=frames, resolution=data.resolution,
+      crop=None, image_fraction=0.0, shuffle=False, random_crop=False,
+      num_epochs=1, build=config.data.build)
+  ds = pipeline.make_dataset(spec, global_batch_size=batch_size,
+                             seed=config.seed)
+  for batch in ds:
+    yield {'video': np.asarray(batch['video'], np.float32),
+           'label': np.asarray(batch['label'])[:, 0]}
+
+
+def take(batches, n: int) -> dict[str, np.ndarray]:
+  out: dict[str, list] = {}
+  count = 0
+  for b in batches:
+    for k, v in b.items():
+      out.setdefault(k, []).append(v)
+    count += len(b['video'])
+    if count >= n:
+      break
+  if count < n:
+    raise ValueError(f'the real data holds {count} clips, {n} requested: '
+                     'lower num_samples / reference.num_examples')
+  return {k: np.concatenate(v)[:n] for k, v in out.items()}
+
+
+def sample_kwargs(config) -> dict:
+  s = config.sampler
+  return {'steps': s.steps, 'eta': s.eta, 'guidance': s.guidance}
+
+
+def sampler_protocol(config) -> dict:
+  return {'sampler': 'ddim (trailing spacing)', **sample_kwargs(config),
+          'seed': config.seed}
+
+
+def generate(config, gen, labels, seed: int, **kwargs) -> Iterator[np.ndarray]:
+  """Videos `[b, T, H, W, 3]` for `labels`, `config.batch_size` at a time."""
+  for i in range(0, len(labels), config.batch_size):
+    yield gen.sample(labels[i:i + config.batch_size],
+                     seed=seed * 1_000_003 + i, **sample_kwargs(config),
+                     **{k: v[i:i + config.batch_size] for k, v in
+                        kwargs.items()})
+
+
+def frame_condition(gen, videos: np.ndarray, cond_frames: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """(normalised latents, mask `[b, t_lat]`) giving the first `cond_frames`
+  frames (1 + 4k) of `videos`."""
+  z = np.asarray(gen.tokenizer.encode(videos))
+  given = gen.tokenizer.latent_shape(cond_frames, *videos.shape[2:4])[0]
+  mask = np.zeros(z.shape[:2], np.float32)
+  mask[:, :given] = 1.0
+  return z, mask
+
+
+# ------------------------------------------------------------------ the tasks
+
+
+def _fvd_repeats(config, net, real_stats, make_fake) -> tuple[dict, dict]:
+  fvds, scores = [], []
+  for r in range(config.repeats):
+    fake = stats.FeatureStats(i3d.NUM_CLASSES)
+    logits = []
+    for videos in make_fake(r):
+      f, l = net(videos[:, :config.eval_frames])
+      fake.add(f)
+      logits.append(l)
+    fvds.append(stats.stats_frechet_distance(real_stats, fake))
+    splits = min(10, fake.count)
+    scores.append(stats.inception_score(np.concatenate(logits), splits)[0])
+  fvd, fvd_std = stats.mean_std(fvds)
+  is_mean, is_std = stats.mean_std(scores)
+  metrics = {'fvd': fvd, 'fvd_std': fvd_std, 'is': is_mean, 'is_std': is_std}
+  extra = {'fvd_per_repeat': fvds, 'is_per_repeat': scores}
+  return metrics, extra
+
+
+def _real_stats(config, net, batches, n: int) -> stats.FeatureStats:
+  if config.reference.stats:
+    mu, sigma = stats.load_reference(config.reference.stats)
+    return stats.FeatureStats.from_moments(mu, sigma, n)
+  real = stats.FeatureStats(i3d.NUM_CLASSES if net.kind == 'i3d' else
+                            inception.POOL_DIM)
+  count = 0
+  for b in batches:
+    x = b['video'][:, :config.eval_frames] if net.kind == 'i3d' else \
+        b['video'][:, 0]
+    real.add(net(x)[0])
+    count += len(x)
+    if count >= n:
+      break
+  if count < n:
+    raise ValueError(f'{count} real examples for {n} requested')
+  return real
+
+
+def _video_protocol(config, gen, net, split) -> dict:
+  return {'task': config.task, **net.protocol(),
+          'frames': config.eval_frames, 'data': config.data.name,
+          'split': split, 'frame_stride': 1, 'repeats': config.repeats,
+          'samples_per_repeat': config.num_samples,
+          'generator': config.generator_workdir, **sampler_protocol(config)}
+
+
+def ucf101(config, gen, workdir, step):
+  """Class-conditional FVD and IS (I3D Kinetics-400 logits): labels follow
+  the real data's order, `repeats` x `num_samples` samples."""
+  del workdir, step
+  net = _net(config, gen.mesh, 'i3d')
+  frames = gen.data_config.frames
+  split = config.reference.split
+  n_ref = config.reference.num_examples or config.num_samples
+  batches = lambda: real_batches(config, gen, split, frames,
+                                 config.batch_size)
+  real = _real_stats(config, net, batches(), n_ref)
+  labels = take(batches(), config.num_samples)['label']
+  metrics, extra = _fvd_repeats(
+      config, net, real, lambda r: generate(config, gen, labels, seed=r))
+  protocol = _video_protocol(config, gen, net, split)
+  protocol.update(extra, conditioning='class labels of the real clips, in order',
+                  is_classifier='I3D Kinetics-400 logits')
+  return metrics, config.num_samples * config.repeats, protocol
+
+
+def k600_frame_prediction(config, gen, workdir, step):
+  """Given `cond_frames` real frames, predict the rest; FVD of the first
+  `eval_frames` frames against the real clips."""
+  del workdir, step
+  net = _net(config, gen.mesh, 'i3d')
+  frames = gen.data_config.frames
+  split = config.reference.split
+  clips = take(real_batches(config, gen, split, frames, config.batch_size),
+               config.num_samples)
+  real = stats.FeatureStats(i3d.NUM_CLASSES)
+  real.add(net(clips['video'][:, :config.eval_frames])[0])
+  cond, mask = frame_condition(gen, clips['video'], config.cond_frames)
+  labels = clips['label'] if gen.num_classes else None
+
+  def fake(r):
+    if labels is None:
+      for i in range(0, len(cond), config.batch_size):
+        yield gen.sample(num_samples=len(cond[i:i + config.batch_size]),
+                         seed=r * 1_000_003 + i, **sample_kwargs(config),
+                         cond_latent=cond[i:i + config.batch_size],
+                         cond_mask=mask[i:i + config.batch_size])
+    else:
+      yield from generate(config, gen, labels, r, cond_latent=cond,
+                          cond_mask=mask)
+  metrics, extra = _fvd_repeats(config, net, real, fake)
+  del metrics['is'], metrics['is_std']
+  extra.pop('is_per_repeat')
+  protocol = _video_protocol(config, gen, net, split)
+  protocol.update(extra, cond_frames=config.cond_frames,
+                  predicted_frames=config.eval_frames - config.cond_frames)
+  return metrics, config.num_samples * config.repeats, protocol
+
+
+def imagenet(config, gen, workdir, step):
+  """Class-conditional FID and IS (InceptionV3, 10 splits); labels
+  `i % num_classes`; samples optionally saved as ADM `.npz` (`arr_0`)."""
+  net = _net(config, gen.mesh, 'inception')
+  labels = np.arange(config.num_samples) % gen.num_classes
+  split = config.reference.split
+  n_ref = config.reference.num_examples or config.num_samples
+  real = _real_stats(config, net, real_batches(
+      config, gen, split, 1, config.batch_size), n_ref)
+  fake = stats.FeatureStats(inception.POOL_DIM)
+  logits, samples = [], []
+  for videos in generate(config, gen, labels, seed=0):
+    f, l = net(videos[:, 0])
+    fake.add(f)
+    logits.append(l)
+    if config.save_samples:
+      samples.append(video_ops.to_uint8(videos[:, 0]))
+  is_mean, is_std = stats.inception_score(np.concatenate(logits),
+                                          min(10, len(labels)))
+  metrics = {'fid': stats.stats_frechet_distance(real, fake),
+             'is': is_mean, 'is_std': is_std}
+  protocol = {'task': 'imagenet', **net.protocol(), 'data': config.data.name,
+              'split': split, 'reference': config.reference.stats or
+              f'{n_ref} real images', 'is_splits': min(10, len(labels)),
+              'conditioning': 'label i % num_classes',
+              'generator': config.generator_workdir,
+              **sampler_protocol(config)}
+  if config.save_samples and jax.process_index() == 0:
+    path = os.path.join(workdir, 'eval', str(step), 'samples.npz')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, arr_0=np.concatenate(samples), labels=labels)
+    protocol['samples_npz'] = path
+  return metrics, config.num_samples, protocol
+
+
+def sprites(config, gen, workdir, step):
+  """moving_sprites: oracle class accuracy of class-conditional samples, and
+  (cond_frames > 0) PSNR/SSIM of predicted frames with a copy-last-frame
+  baseline. Nothing downloaded."""
+  del workdir, step
+  from walt.train import denoiser_trainer  # pylint: disable=g-import-not-at-top
+  metrics, protocol = {}, {'task': 'sprites', 'data': config.data.name,
+                           'generator': config.generator_workdir,
+                           **sampler_protocol(config)}
+  if gen.num_classes:
+    labels = np.arange(config.num_samples) % gen.num_classes
+    videos = np.concatenate(list(generate(config, gen, labels, seed=0)))
+    metrics.update(denoiser_trainer.score_samples(config.data.name, videos,
+                                                  labels))
+    protocol['oracle'] = 'walt.data.sprites.classify (analytic)'
+  if config.cond_frames:
+    frames = gen.data_config.frames
+    split = config.reference.split
+    clips = take(real_batches(config, gen, split, frames, config.batch_size),
+                 config.num_samples)
+    cond, mask = frame_condition(gen, clips['video'], config.cond_frames)
+    labels = clips['label'] if gen.num_classes else None
+    pred = np.concatenate(list(generate(
+        config, gen, labels, seed=1, cond_latent=cond, cond_mask=mask)))
+    k = config.cond_frames
+    truth = clips['video'][:, k:]
+    copy_last = np.repeat(clips['video'][:, k - 1:k], truth.shape[1], axis=1)
+    score = functools.partial(_psnr_ssim, truth)
+    metrics.update({f'frame_prediction_{m}': v
+                    for m, v in score(pred[:, k:]).items()})
+    metrics.update({f'copy_last_frame_{m}': v
+                    for m, v in score(copy_last).items()})
+    protocol.update(cond_frames=k, predicted_frames=int(truth.shape[1]),
+                    split=split, psnr_ssim='per frame on [0, 1], SSIM 11x11 '
+                    'Gaussian (sigma 1.5), averaged over frames and clips')
+  return metrics, config.num_samples, protocol
+
+
+def _psnr_ssim(truth, pred) -> dict[str, float]:
+  p, s = jax.jit(lambda a, b: (reconstruction.psnr(a, b),
+                               reconstruction.ssim(a, b)))(pred, truth)
+  return {'psnr': float(np.mean(p)), 'ssim': float(np.mean(s))}
+
+
+def _net(config, mesh, kind: str) -> FeatureNet:
+  f = config.features
+  return FeatureNet(kind, f.weights, mesh, f.resize_method, f.batch_size)
+
+
+EVALUATORS = {'ucf101': ucf101, 'k600_frame_prediction': k600_frame_prediction,
+              'imagenet': imagenet, 'sprites': sprites}
+
+
+def evaluate(config, step: int, workdir: str):
+  gen = sampler_lib.Generator.load(config.generator_workdir, step=step)
+  return EVALUATORS[config.task](config, gen, workdir, step)
