@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from unittest import mock
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import example_serializer
-from tensorflow_datasets.core import split_builder as split_builder_lib
-from tensorflow_datasets.core import writer as writer_lib
 
+from walt.data import shard_writer
 from walt.data import sprites
 from walt.data.sprites import classify, classify_batch  # noqa: F401  (the oracle)
 
@@ -108,37 +105,14 @@ class MovingSprites(tfds.core.GeneratorBasedBuilder):
     )
 
   def _download_and_prepare(self, dl_manager, download_config=None):
-    """Writes every split shard by shard, examples in index order.
-
-    The default generator writer hashes keys into a shuffle buffer that spills
-    through `tf.io.gfile` (i.e. needs TensorFlow) once a split passes 1 GB.
-    Shard-by-shard writing keeps memory at one shard, needs no TensorFlow, and
-    keeps record i of a split = example i.
-    """
+    """Writes every split shard by shard, examples in index order (see
+    `shard_writer`)."""
     del dl_manager, download_config  # nothing to download
-    writer = split_builder_lib.SplitBuilder(
-        split_dict=self.info.splits, features=self.info.features,
-        dataset_size=self.info.dataset_size, beam_options=None,
-        beam_runner=None,
-        example_writer=writer_lib.ExampleWriter(
-            file_format=self.info.file_format),
-        ignore_duplicates=None, max_examples_per_split=None,
-        shard_config=None)
-    # tf.train.Example holds its features in a protobuf map, whose default
-    # serialisation order varies between processes. Sorted keys make two
-    # builds byte-identical files, so users can checksum them.
-    with mock.patch.object(example_serializer.ExampleSerializer,
-                           'serialize_example', _serialize_deterministically):
-      futures = []
-      for split, n in self.builder_config.split_sizes().items():
-        shards = [functools.partial(self._generate_examples, split, start,
-                                    min(start + EXAMPLES_PER_SHARD, n))
-                  for start in range(0, n, EXAMPLES_PER_SHARD)]
-        futures.append(writer.submit_shard_based_generation(
-            split_name=split, example_gen_per_shard=shards,
-            filename_template=self._get_filename_template(split_name=split)))
-      self.info.set_splits(
-          tfds.core.SplitDict([future.result() for future in futures]))
+    shard_writer.write_splits(self, {
+        split: [functools.partial(self._generate_examples, split, start,
+                                  min(start + EXAMPLES_PER_SHARD, n))
+                for start in range(0, n, EXAMPLES_PER_SHARD)]
+        for split, n in self.builder_config.split_sizes().items()})
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is generated
@@ -148,11 +122,6 @@ class MovingSprites(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, start: int, stop: int):
     for index in range(start, stop):
       yield index, make_example(self.builder_config, split, index)
-
-
-def _serialize_deterministically(serializer, example) -> bytes:
-  return serializer.get_tf_example(example).SerializeToString(
-      deterministic=True)
 
 
 def make_example(config: MovingSpritesConfig, split: str, index: int) -> dict:

@@ -13,6 +13,8 @@ import tensorflow_datasets as tfds
 # tfds name -> module defining its builder.
 BUILDER_MODULES = {
     'moving_sprites': 'walt.data.moving_sprites',
+    'ucf101': 'walt.data.real_videos',  # from a user-held copy
+    'kinetics600': 'walt.data.real_videos',  # from a user-held copy
 }
 
 

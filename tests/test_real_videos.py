@@ -1,0 +1,100 @@
+"""UCF-101 and Kinetics-600 builders on tiny generated copies in the official
+layouts: clips, labels, splits, and skipped (missing / unreadable / short)
+videos counted."""
+
+import csv
+import os
+
+import imageio_ffmpeg
+import mediapy
+import numpy as np
+import pytest
+
+from walt.data import build
+from walt.data import pipeline
+
+mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def _video(path, frames, seed, h=40, w=56):
+  rng = np.random.default_rng(seed)
+  base = rng.integers(0, 255, (1, h // 8, w // 8, 3)).astype(np.uint8)
+  v = np.repeat(np.repeat(np.repeat(base, frames, 0), 8, 1), 8, 2)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  mediapy.write_video(path, v, fps=10)
+  return v
+
+
+def _read(name, data_dir, split):
+  spec = pipeline.DataSpec(name=name, data_dir=data_dir, split=split,
+                           frames=5, resolution=(32, 32), shuffle=False,
+                           random_crop=False)
+  return pipeline.data_source(spec)
+
+
+def test_ucf101_builder(tmp_path):
+  manual = tmp_path / 'manual'
+  classes = ['ApplyEyeMakeup', 'Basketball']
+  lists = manual / 'ucfTrainTestlist'
+  os.makedirs(lists)
+  (lists / 'classInd.txt').write_text('1 ApplyEyeMakeup\n2 Basketball\n')
+  train, test = [], []
+  for k, c in enumerate(classes):
+    for g in range(3):
+      rel = f'{c}/v_{c}_g{g:02d}_c01.avi'
+      _video(str(manual / 'UCF-101' / rel), 6, 10 * k + g)
+      (train if g < 2 else test).append(rel)
+  # One missing and one unreadable training video.
+  train.append('Basketball/v_Basketball_g09_c01.avi')
+  bad = manual / 'UCF-101' / 'Basketball' / 'v_Basketball_g08_c01.avi'
+  bad.write_bytes(b'not a video')
+  train.append('Basketball/v_Basketball_g08_c01.avi')
+  (lists / 'trainlist01.txt').write_text(
+      ''.join(f'{r} {classes.index(r.split("/")[0]) + 1}\n' for r in train))
+  (lists / 'testlist01.txt').write_text(''.join(f'{r}\n' for r in test))
+  builder = build.ensure_built('ucf101/5x32x32', str(tmp_path / 'data'),
+                               str(manual))
+  skipped = builder.info.metadata['skipped']
+  assert skipped['train'] == {'missing': 1, 'unreadable': 1, 'too_short': 0}
+  assert builder.info.metadata['class_names'] == classes
+  source = _read('ucf101/5x32x32', str(tmp_path / 'data'), 'train')
+  assert len(source) == 4
+  labels = sorted(int(source[i]['label']) for i in range(4))
+  assert labels == [0, 0, 1, 1]
+  ex = source[0]
+  assert ex['video'].shape == (5, 32, 32, 3) and ex['video'].dtype == np.uint8
+  assert len(_read('ucf101/5x32x32', str(tmp_path / 'data'), 'test')) == 2
+
+
+def test_kinetics600_builder_and_missing_manual_dir(tmp_path):
+  root = tmp_path / 'manual' / 'kinetics600'
+  rows = {'train': [('abseiling', 'aaa', 0, 10), ('zumba', 'bbb', 5, 15),
+                    ('zumba', 'ccc', 0, 10)],
+          'validate': [('abseiling', 'ddd', 1, 11)]}
+  for split, items in rows.items():
+    os.makedirs(root, exist_ok=True)
+    with open(root / f'{split}.csv', 'w', newline='') as f:
+      w = csv.writer(f)
+      w.writerow(['label', 'youtube_id', 'time_start', 'time_end', 'split'])
+      for label, yid, s, e in items:
+        w.writerow([label, yid, s, e, split])
+  with open(root / 'test.csv', 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['youtube_id', 'time_start', 'time_end', 'split'])
+    w.writerow(['eee', 0, 10, 'test'])
+  _video(str(root / 'train' / 'abseiling' / 'aaa_000000_000010.mp4'), 6, 1)
+  _video(str(root / 'train' / 'zumba' / 'bbb_000005_000015.mp4'), 3, 2)  # short
+  _video(str(root / 'validate' / 'ddd_000001_000011.mp4'), 8, 3)
+  _video(str(root / 'test' / 'eee_000000_000010.mp4'), 5, 4)
+  data_dir = str(tmp_path / 'data')
+  builder = build.ensure_built('kinetics600/5x32x32', data_dir,
+                               str(tmp_path / 'manual'))
+  assert builder.info.metadata['skipped']['train'] == {
+      'missing': 1, 'unreadable': 0, 'too_short': 1}
+  train = _read('kinetics600/5x32x32', data_dir, 'train')
+  assert len(train) == 1 and int(train[0]['label']) == 0
+  test = _read('kinetics600/5x32x32', data_dir, 'test')
+  assert len(test) == 1 and int(test[0]['label']) == -1
+  with pytest.raises(FileNotFoundError, match='cannot download'):
+    build.ensure_built('kinetics600/5x32x32', str(tmp_path / 'other'),
+                       str(tmp_path / 'nowhere'))
