@@ -55,6 +55,9 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
   c = _eval_config('sprites', generator, sprites_data_dir,
                    config.data.name, 5, num_samples=16, batch_size=16,
                    cond_frames=1, eval_frames=5)
+  c.unlock()
+  c.features.weights = 'random:0'  # the fvd_sprites network (path test)
+  c.lock()
   results = eval_job.run(c, str(tmp_path))
   step = config.total_steps
   r = _results(str(tmp_path), step)
@@ -62,12 +65,14 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
   m = r['metrics']
   for key in ('class_accuracy', 'color_accuracy', 'shape_accuracy',
               'frame_prediction_psnr', 'frame_prediction_ssim',
-              'copy_last_frame_psnr', 'copy_last_frame_ssim'):
+              'copy_last_frame_psnr', 'copy_last_frame_ssim', 'fvd_sprites'):
     assert np.isfinite(m[key]), key
   assert 0 <= m['class_accuracy'] <= 1
   assert r['protocol']['cond_frames'] == 1
   assert r['protocol']['predicted_frames'] == 4
   assert r['protocol']['steps'] == 3
+  assert r['protocol']['fvd_sprites']['note'] == 'not FVD'
+  assert 'fvd' not in m
   # Already evaluated: a second run (no polling) evaluates nothing new.
   assert eval_job.run(c, str(tmp_path)) == {}
   # A missing generator says what to do.
@@ -123,3 +128,26 @@ def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path):
   assert r['metrics']['fid'] >= 0 and r['metrics']['is'] >= 1.0 - 1e-9
   with np.load(r['protocol']['samples_npz']) as f:
     assert f['arr_0'].shape == (8, 32, 32, 3) and f['arr_0'].dtype == np.uint8
+
+
+def test_sprites_features_separate_real_from_noise(sprites_data_dir):
+  """fvd_sprites' network: two halves of the real data are closer to each
+  other than real clips are to noise, and a short training run learns."""
+  from walt.data import pipeline
+  from walt.evaluation import sprites_features, stats
+  params, accs = sprites_features.train(sprites_data_dir, 'moving_sprites/5x32x32',
+                                        frames=5, steps=30, batch_size=16,
+                                        log_every=0)
+  assert np.mean(accs[-10:]) > 1.5 / 12  # above chance (1/12)
+  spec = pipeline.DataSpec(name='moving_sprites/5x32x32',
+                           data_dir=sprites_data_dir, split='validation',
+                           frames=5, resolution=(32, 32), shuffle=False,
+                           random_crop=False, num_epochs=1)
+  real = np.concatenate([b['video'] for b in pipeline.make_dataset(
+      spec, global_batch_size=32, seed=0)])[:64]
+  noise = np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32)
+  feats = lambda x: np.asarray(sprites_features.features(params, x)[0])
+  s = lambda x: stats.FeatureStats(sprites_features.FEATURE_DIM).add(feats(x))
+  real_real = stats.stats_frechet_distance(s(real[:32]), s(real[32:]))
+  real_noise = stats.stats_frechet_distance(s(real[:32]), s(noise[32:]))
+  assert real_real < real_noise

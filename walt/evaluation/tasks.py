@@ -18,7 +18,8 @@ import numpy as np
 from walt import sampler as sampler_lib
 from walt.data import pipeline
 from walt.data import video_ops
-from walt.evaluation import i3d, inception, reconstruction, stats, weights
+from walt.evaluation import i3d, inception, reconstruction, sprites_features
+from walt.evaluation import resize, stats, weights
 from walt.parallel import mesh as mesh_lib
 
 
@@ -35,7 +36,8 @@ class FeatureNet:
   def __init__(self, kind: str, weights_path: str, mesh,
                resize_method: str = 'tf1', batch_size: int = 8):
     self.kind, self.mesh = kind, mesh
-    module = {'i3d': i3d, 'inception': inception}[kind]
+    module = {'i3d': i3d, 'inception': inception,
+              'sprites_features': sprites_features}[kind]
     if weights_path.startswith('random:'):
       self.params = module.random_params(int(weights_path.split(':')[1]))
     else:
@@ -49,12 +51,17 @@ class FeatureNet:
       fn = lambda p, x: (lambda f: (f, f))(
           i3d.fvd_features(p, x, resize_method))
     else:
-      fn = inception.features
+      fn = module.features
     self._fn = jax.jit(fn)
 
   def protocol(self) -> dict:
-    p = (i3d.protocol(self.resize_method) if self.kind == 'i3d'
-         else inception.protocol())
+    if self.kind == 'sprites_features':
+      p = {'feature_network': sprites_features.NETWORK_ID,
+           'resize': resize.describe('half_pixel') + ', to 32x32',
+           'value_range': [-1.0, 1.0]}
+    else:
+      p = (i3d.protocol(self.resize_method) if self.kind == 'i3d'
+           else inception.protocol())
     p['weights'] = self.weights_path
     if self.weights_path.startswith('random:'):
       p['warning'] = 'RANDOM feature weights: a protocol test, not a metric'
@@ -292,6 +299,18 @@ def sprites(config, gen, workdir, step):
     metrics.update(denoiser_trainer.score_samples(config.data.name, videos,
                                                   labels))
     protocol['oracle'] = 'walt.data.sprites.classify (analytic)'
+    if config.features.weights:
+      # Frechet distance on the sprites network's features: not FVD.
+      net = _net(config, gen.mesh, 'sprites_features')
+      real = take(real_batches(config, gen, config.reference.split,
+                               gen.data_config.frames, config.batch_size),
+                  config.num_samples)['video']
+      a = stats.FeatureStats(sprites_features.FEATURE_DIM).add(net(real)[0])
+      b = stats.FeatureStats(sprites_features.FEATURE_DIM).add(net(videos)[0])
+      metrics['fvd_sprites'] = stats.stats_frechet_distance(a, b)
+      protocol['fvd_sprites'] = {
+          **net.protocol(), 'reference': f'{config.num_samples} real '
+          f'{config.reference.split} clips', 'note': 'not FVD'}
   if config.cond_frames:
     frames = gen.data_config.frames
     split = config.reference.split

@@ -27,6 +27,10 @@ SOURCES = {
         'fid_weights/pt_inception-2015-12-05-6726825d.pth; run `python -m '
         'walt.evaluation.convert --network=inception --src=FILE.pth '
         '--out={path}` (needs torch)'),
+    'sprites_features': (
+        'the moving_sprites feature network of fvd_sprites: train it with '
+        '`python -m walt.evaluation.sprites_features --data_dir=DATA '
+        '--out={path}` (a few CPU minutes)'),
 }
 
 
@@ -101,7 +105,7 @@ def random_like(shapes, seed: int = 0):
     name, shape = key.rsplit('/', 1)[-1], tuple(s.shape)
     if name in ('moving_variance', 'var'):
       v = rng.uniform(0.5, 1.5, shape)
-    elif name in ('w', 'kernel'):
+    elif name in ('w', 'kernel') and len(shape) > 1:
       v = rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))
     elif name == 'scale':
       v = rng.uniform(0.5, 1.5, shape)
