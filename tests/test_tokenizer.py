@@ -146,3 +146,21 @@ def test_latent_shape_rules():
     c.latent_shape(16, 128, 128)
   with pytest.raises(ValueError, match='divisible'):
     c.latent_shape(17, 100, 128)
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+def test_latent_shape_matches_the_network_for_any_depth(normalize):
+  """`latent_shape` counts only the temporal downsamplings the encoder runs
+  (3 levels use the first 2 entries of `temporal_downsample`)."""
+  for mults in ((1, 2), (1, 2, 4), (1, 2, 4, 4)):
+    c = tok.TokenizerConfig(base_channels=8, channel_multipliers=mults,
+                            num_res_blocks=1, num_mid_blocks=1, num_groups=4,
+                            normalize=normalize)
+    video = jax.ShapeDtypeStruct((1, 9, 32, 32, 3), jnp.float32)
+    variables = jax.eval_shape(tok.Tokenizer(c).init, jax.random.key(0), video)
+    z = jax.eval_shape(
+        lambda v, x: tok.Tokenizer(c).apply(v, x, method='encode'),
+        variables, video)
+    assert z.shape[1:] == c.latent_shape(9, 32, 32), mults
+    has_adanorm = any('adanorm' in k for k in variables['params']['decoder'])
+    assert has_adanorm == normalize

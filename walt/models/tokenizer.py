@@ -37,6 +37,9 @@ class TokenizerConfig:
   kl: bool = False  # encoder outputs mean and log-variance
   temporal_kernel: int = 3  # 1: an image tokenizer (2D kernels)
   num_groups: int = 32
+  # False: GroupNorms keep only their affine part and the decoder has no
+  # adaptive GroupNorm (faster early learning at CPU sizes; see sprites.py).
+  normalize: bool = True
   dtype: Any = jnp.float32
 
   @classmethod
@@ -56,7 +59,9 @@ class TokenizerConfig:
   def temporal_factor(self) -> int:
     if self.temporal_kernel == 1:
       return 1
-    return 2 ** sum(bool(t) for t in self.temporal_downsample)
+    # Only levels that are followed by a downsampling use their entry.
+    levels = len(self.channel_multipliers) - 1
+    return 2 ** sum(bool(t) for t in self.temporal_downsample[:levels])
 
   def latent_shape(self, frames: int, height: int, width: int
                    ) -> tuple[int, int, int, int]:
@@ -92,15 +97,16 @@ class Encoder(nn.Module):
     for level, mult in enumerate(c.channel_multipliers):
       for i in range(c.num_res_blocks):
         h = ResBlock(c.base_channels * mult, c.num_groups, kt, c.dtype,
-                     name=f'level{level}_block{i}')(h, first_chunk)
+                     c.normalize, name=f'level{level}_block{i}')(
+                         h, first_chunk)
       if level < levels - 1:
         st = 2 if c._temporal(level) else 1
         h = conv(h.shape[-1], (kt, 3, 3), (st, 2, 2),
                  name=f'level{level}_down')(h, first_chunk)
     for i in range(c.num_mid_blocks):
-      h = ResBlock(h.shape[-1], c.num_groups, kt, c.dtype,
+      h = ResBlock(h.shape[-1], c.num_groups, kt, c.dtype, c.normalize,
                    name=f'mid_block{i}')(h, first_chunk)
-    h = nn.swish(GroupNorm(c.num_groups, name='norm_out')(h))
+    h = nn.swish(GroupNorm(c.num_groups, c.normalize, name='norm_out')(h))
     out = c.latent_channels * (2 if c.kl else 1)
     return conv(out, (1, 1, 1), name='conv_out')(h, first_chunk)
 
@@ -118,15 +124,16 @@ class Decoder(nn.Module):
     h = CausalConv3D(top, (kt, 3, 3), dtype=c.dtype, name='conv_in')(
         z, first_chunk)
     for i in range(c.num_mid_blocks):
-      h = ResBlock(top, c.num_groups, kt, c.dtype, name=f'mid_block{i}')(
-          h, first_chunk)
+      h = ResBlock(top, c.num_groups, kt, c.dtype, c.normalize,
+                   name=f'mid_block{i}')(h, first_chunk)
     time_factor = 1  # frames of h per latent frame
     for level in reversed(range(levels)):
       features = c.base_channels * c.channel_multipliers[level]
-      h = AdaptiveGroupNorm(c.num_groups, time_factor,
-                            name=f'level{level}_adanorm')(h, z, first_chunk)
+      if c.normalize:
+        h = AdaptiveGroupNorm(c.num_groups, time_factor,
+                              name=f'level{level}_adanorm')(h, z, first_chunk)
       for i in range(c.num_res_blocks):
-        h = ResBlock(features, c.num_groups, kt, c.dtype,
+        h = ResBlock(features, c.num_groups, kt, c.dtype, c.normalize,
                      name=f'level{level}_block{i}')(h, first_chunk)
       if level > 0:
         temporal = c._temporal(level - 1)
@@ -134,7 +141,7 @@ class Decoder(nn.Module):
                      temporal, kt, c.dtype, name=f'level{level}_up')(
                          h, first_chunk)
         time_factor *= 2 if temporal else 1
-    h = nn.swish(GroupNorm(c.num_groups, name='norm_out')(h))
+    h = nn.swish(GroupNorm(c.num_groups, c.normalize, name='norm_out')(h))
     return CausalConv3D(3, (kt, 3, 3), dtype=c.dtype, name='conv_out')(
         h, first_chunk)
 

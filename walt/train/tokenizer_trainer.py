@@ -372,7 +372,8 @@ def default_config(variant_name: str = ''):
       'base_channels': 128, 'channel_multipliers': (1, 2, 2, 4),
       'num_res_blocks': 4, 'num_mid_blocks': 4,
       'temporal_downsample': (False, True, True), 'latent_channels': 8,
-      'kl': False, 'temporal_kernel': 3, 'num_groups': 32})
+      'kl': False, 'temporal_kernel': 3, 'num_groups': 32,
+      'normalize': True})
   c.discriminator = ml_collections.ConfigDict({
       'base_channels': 64, 'channel_multipliers': (2, 4, 4, 4, 4)})
   c.loss = ml_collections.ConfigDict({
