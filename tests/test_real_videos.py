@@ -98,3 +98,33 @@ def test_kinetics600_builder_and_missing_manual_dir(tmp_path):
   with pytest.raises(FileNotFoundError, match='cannot download'):
     build.ensure_built('kinetics600/5x32x32', str(tmp_path / 'other'),
                        str(tmp_path / 'nowhere'))
+
+
+def test_imagenet_folder_builder(tmp_path):
+  from PIL import Image
+  from walt.data import real_videos
+  manual = tmp_path / 'manual'
+  rng = np.random.default_rng(0)
+  for split, n in (('train', 2), ('val', 1)):
+    for wnid in ('n01440764', 'n01443537'):
+      os.makedirs(manual / split / wnid)
+      for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (50, 70, 3), np.uint8)).save(
+            manual / split / wnid / f'{i}.JPEG')
+  (manual / 'train' / 'n01443537' / 'broken.JPEG').write_bytes(b'xx')
+  data_dir = str(tmp_path / 'data')
+  builder = build.ensure_built('imagenet_folder/1x32x32', data_dir,
+                               str(manual))
+  assert builder.info.metadata['skipped']['train']['unreadable'] == 1
+  spec = pipeline.DataSpec(name='imagenet_folder/1x32x32', data_dir=data_dir,
+                           split='validation', frames=1, resolution=(32, 32))
+  source = pipeline.data_source(spec)
+  assert len(source) == 2
+  assert sorted(int(source[i]['label']) for i in range(2)) == [0, 1]
+  # ADM's crop: short side to 32 (box halving, then bicubic), centred.
+  image = rng.integers(0, 255, (100, 140, 3), np.uint8)
+  out = real_videos.adm_center_crop(image, 32)
+  assert out.shape == (32, 32, 3)
+  small = np.asarray(Image.fromarray(image).resize((70, 50), Image.BOX).resize(
+      (45, 32), Image.BICUBIC))
+  np.testing.assert_array_equal(out, small[:, 6:38])

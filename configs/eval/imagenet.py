@@ -22,7 +22,8 @@ def get_config(arg=None):
   config_lib.parse_arg(arg)
   c = eval_job.default_config('imagenet')
   c.generator_workdir = os.path.expanduser('~/walt_runs/walt_imagenet')
-  c.data.update({'name': 'imagenet2012', 'frames': 1, 'resolution': (256, 256),
+  c.data.update({'name': 'imagenet_folder/1x256x256', 'frames': 1,
+                 'resolution': (256, 256),
                  'data_dir': os.path.expanduser('~/walt_data')})
   c.features.weights = os.path.expanduser('~/walt_weights/inception_fid.npz')
   c.reference.stats = os.path.expanduser(

@@ -18,7 +18,8 @@ def get_config(arg=None):
   config_lib.parse_arg(arg)
   c = eval_job.default_config('k600_frame_prediction')
   c.generator_workdir = os.path.expanduser('~/walt_runs/walt_k600')
-  c.data.update({'name': 'kinetics600', 'frames': 17, 'resolution': (128, 128),
+  c.data.update({'name': 'kinetics600/17x128x128', 'frames': 17,
+                 'resolution': (128, 128),
                  'data_dir': os.path.expanduser('~/walt_data')})
   c.features.weights = os.path.expanduser('~/walt_weights/i3d_kinetics400.npz')
   c.num_samples = 50_000

@@ -20,7 +20,8 @@ def get_config(arg=None):
   config_lib.parse_arg(arg)
   c = eval_job.default_config('ucf101')
   c.generator_workdir = os.path.expanduser('~/walt_runs/walt_ucf101')
-  c.data.update({'name': 'ucf101', 'frames': 17, 'resolution': (128, 128),
+  c.data.update({'name': 'ucf101/17x128x128', 'frames': 17,
+                 'resolution': (128, 128),
                  'data_dir': os.path.expanduser('~/walt_data')})
   c.features.weights = os.path.expanduser('~/walt_weights/i3d_kinetics400.npz')
   c.num_samples = 10_000

@@ -13,7 +13,7 @@ from walt.train import tokenizer_trainer
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default', runlocal=False)
   c = tokenizer_trainer.default_config(arg.variant)
-  c.data.name = 'imagenet2012/256'
+  c.data.name = 'imagenet_folder/1x256x256'
   c.data.build = False
   c.data.frames, c.data.resolution = 1, (256, 256)
   c.eval.frames = 1

@@ -10,7 +10,7 @@ from walt.train import tokenizer_trainer
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default', runlocal=False)
   c = tokenizer_trainer.default_config(arg.variant)
-  c.data.name = 'kinetics600/128'
+  c.data.name = 'kinetics600/17x128x128'
   c.data.build = False
   c.data.frames, c.data.resolution = 17, (128, 128)
   if arg.runlocal:

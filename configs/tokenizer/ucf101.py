@@ -13,7 +13,7 @@ from walt.train import tokenizer_trainer
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default', runlocal=False)
   c = tokenizer_trainer.default_config(arg.variant)
-  c.data.name = 'ucf101/128'
+  c.data.name = 'ucf101/17x128x128'
   c.data.build = False
   c.data.frames, c.data.resolution = 17, (128, 128)
   c.mesh.update({'data': -1, 'fsdp': 1, 'tensor': 1})

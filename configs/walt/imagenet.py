@@ -16,7 +16,7 @@ from walt.train import denoiser_trainer
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='L')
   c = denoiser_trainer.default_config(arg.variant)
-  c.data.name = 'imagenet2012'
+  c.data.name = 'imagenet_folder/1x256x256'
   c.data.frames, c.data.resolution = 1, (256, 256)
   c.model.size = 'L'
   c.model.adaln = 'separate'

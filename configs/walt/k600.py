@@ -17,7 +17,7 @@ from walt.train import denoiser_trainer
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='L')
   c = denoiser_trainer.default_config(arg.variant)
-  c.data.name = 'kinetics600'
+  c.data.name = 'kinetics600/17x128x128'
   c.data.frames, c.data.resolution = 17, (128, 128)
   c.model.size = 'L'
   c.model.num_classes = 0

@@ -19,7 +19,7 @@ def get_config(arg=None):
   if arg.variant not in ('L', 'XL'):
     raise ValueError(f'unknown variant {arg.variant!r}: L, XL')
   c = denoiser_trainer.default_config(arg.variant)
-  c.data.name = 'ucf101'
+  c.data.name = 'ucf101/17x128x128'
   c.data.frames, c.data.resolution = 17, (128, 128)
   c.data.image_fraction = 0.0
   c.model.size = arg.variant

@@ -117,6 +117,9 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
   def _index(self, manual_dir: str):
     raise NotImplementedError
 
+  def _read(self, path: str) -> np.ndarray:
+    return read_video(path)
+
   def _download_and_prepare(self, dl_manager, download_config=None):
     del download_config
     try:
@@ -155,7 +158,7 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
         skipped['missing'] += 1
         continue
       try:
-        video = read_video(path)
+        video = self._read(path)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('skipping unreadable %s: %s', path, e)
         skipped['unreadable'] += 1
@@ -163,8 +166,9 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
       if video.ndim != 4 or len(video) < need:
         skipped['too_short'] += 1
         continue
-      clip = scale_and_center_crop(video[:need:c.frame_stride], c.height,
-                                   c.width)
+      clip = video[:need:c.frame_stride]
+      if clip.shape[1:3] != (c.height, c.width):
+        clip = scale_and_center_crop(clip, c.height, c.width)
       yield offset + i, {'video': clip, 'label': int(label),
                          'video_id': video_id, 'index': offset + i}
 
@@ -242,3 +246,60 @@ class Kinetics600(_ManualVideoBuilder):
         items.append((video_id, files.get(video_id), label))
       splits[split] = items
     return splits, names
+
+
+def adm_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """ADM's `center_crop_arr`: halve with a box filter while the short side is
+  >= 2x `size`, bicubic-resize the short side to `size`, centre-crop."""
+  img = Image.fromarray(image)
+  while min(img.size) >= 2 * size:
+    img = img.resize(tuple(x // 2 for x in img.size), Image.Resampling.BOX)
+  scale = size / min(img.size)
+  img = img.resize(tuple(round(x * scale) for x in img.size),
+                   Image.Resampling.BICUBIC)
+  x = np.asarray(img.convert('RGB'))
+  top, left = (x.shape[0] - size) // 2, (x.shape[1] - size) // 2
+  return x[top:top + size, left:left + size]
+
+
+class ImagenetFolder(_ManualVideoBuilder):
+  """ImageNet (ILSVRC-2012) from a user-held copy arranged by class:
+  `MANUAL/train/<wnid>/*.JPEG` and `MANUAL/val/<wnid>/*.JPEG` (the layout
+  of torchvision / ADM). Class index = position of the wnid in sorted order.
+  Each example is a 1-frame `video` `[1, s, s, 3]` centre-cropped as ADM does
+  (`adm_center_crop`), so images go through the video pipeline unchanged."""
+
+  NUM_CLASSES = 1000
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      'Get ILSVRC-2012 from https://image-net.org (train and val), arrange '
+      'val by class like train, and pass the folder holding train/ and val/ '
+      'as --manual_dir.')
+  BUILDER_CONFIGS = [_config(1, 256, 256), _config(1, 64, 64),
+                     _config(1, 32, 32)]
+
+  def _index(self, manual_dir):
+    splits = {}
+    train = os.path.join(manual_dir, 'train')
+    if not os.path.isdir(train):
+      raise FileNotFoundError(f'imagenet_folder: {train} is missing')
+    names = sorted(d for d in os.listdir(train)
+                   if os.path.isdir(os.path.join(train, d)))
+    index = {n: i for i, n in enumerate(names)}
+    for split, folder in (('train', 'train'), ('validation', 'val')):
+      root = os.path.join(manual_dir, folder)
+      if not os.path.isdir(root):
+        continue
+      items = []
+      for wnid in sorted(os.listdir(root)):
+        if wnid not in index:
+          continue
+        for f in sorted(os.listdir(os.path.join(root, wnid))):
+          items.append((f'{wnid}/{f}', os.path.join(root, wnid, f),
+                        index[wnid]))
+      splits[split] = items
+    return splits, names
+
+  def _read(self, path: str) -> np.ndarray:
+    with Image.open(path) as img:
+      image = np.asarray(img.convert('RGB'))
+    return adm_center_crop(image, self.builder_config.height)[None]

@@ -15,6 +15,7 @@ BUILDER_MODULES = {
     'moving_sprites': 'walt.data.moving_sprites',
     'ucf101': 'walt.data.real_videos',  # from a user-held copy
     'kinetics600': 'walt.data.real_videos',  # from a user-held copy
+    'imagenet_folder': 'walt.data.real_videos',  # from a user-held copy
 }
 
 
