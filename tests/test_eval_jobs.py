@@ -4,11 +4,14 @@ tiny generated data with random-weight feature networks."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tests.test_denoiser_training import _config as denoiser_config
+from tests.test_distributed import _free_port
 from tests.test_tokenizer import _load_config
 from walt import config_lib
 from walt.data import build
@@ -16,6 +19,7 @@ from walt.evaluation import eval_job
 from walt.train import denoiser_trainer
 
 NINE_FRAMES = 'moving_sprites/9x32x32'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _eval_config(name, generator, data_dir, dataset, frames, **fields):
@@ -27,7 +31,6 @@ def _eval_config(name, generator, data_dir, dataset, frames, **fields):
   c.sampler.steps = 3
   c.features.batch_size = 8
   c.reference.split = 'validation'
-  c.mesh.update({'data': 4, 'tensor': 2})  # batch sharding 4
   c.update(fields)
   c.lock()
   config_lib.validate(c, extra=eval_job.VALIDATORS)
@@ -50,14 +53,18 @@ def _train(data_dir, tokenizer_dir, workdir, dataset, frames, steps=2):
   return workdir
 
 
-def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
-  generator, config, _ = trained
-  c = _eval_config('sprites', generator, sprites_data_dir,
-                   config.data.name, 5, num_samples=16, batch_size=16,
-                   cond_frames=1, eval_frames=5)
+def sprites_eval_config(generator, data_dir, dataset):
+  c = _eval_config('sprites', generator, data_dir, dataset, 5, num_samples=16,
+                   batch_size=16, cond_frames=1, eval_frames=5)
   c.unlock()
   c.features.weights = 'random:0'  # the fvd_sprites network (path test)
   c.lock()
+  return c
+
+
+def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
+  generator, config, _ = trained
+  c = sprites_eval_config(generator, sprites_data_dir, config.data.name)
   results = eval_job.run(c, str(tmp_path))
   step = config.total_steps
   r = _results(str(tmp_path), step)
@@ -75,6 +82,24 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
   assert 'fvd' not in m
   # Already evaluated: a second run (no polling) evaluates nothing new.
   assert eval_job.run(c, str(tmp_path)) == {}
+  # Two processes (4 devices each) sharing the sampling and the features
+  # write the same scores.
+  port = _free_port()
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  env.pop('XLA_FLAGS', None)
+  out = str(tmp_path / 'two_processes')
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'tests', 'eval_worker.py'), str(i),
+       '2', str(port), generator, sprites_data_dir, config.data.name, out],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  for p in procs:
+    log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log[-3000:]
+  m2 = _results(out, step)['metrics']
+  assert m2.keys() == m.keys()
+  for key in m:
+    assert m2[key] == pytest.approx(m[key], rel=1e-3, abs=1e-3), key
   # A missing generator says what to do.
   c2 = _eval_config('sprites', str(tmp_path / 'none'), sprites_data_dir,
                     config.data.name, 5)
@@ -94,7 +119,7 @@ def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
                        tmp_path):
   extra = {'cond_frames': 5} if name == 'k600_frame_prediction' else {}
   c = _eval_config(name, nine_frame_generator, sprites_data_dir, NINE_FRAMES,
-                   9, num_samples=4, batch_size=4, repeats=2, eval_frames=9,
+                   9, num_samples=4, batch_size=8, repeats=2, eval_frames=9,
                    **extra)
   c.unlock()
   c.features.weights = 'random:0'

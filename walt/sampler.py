@@ -137,14 +137,13 @@ class Generator:
       cond_latent = np.asarray(cond_latent, np.float32)[:, :t]
       cond_mask = np.asarray(cond_mask, np.float32)[:, :t]
     sharding = mesh_lib.batch_sharding(self.mesh, self.rules)
-    put = lambda a: None if a is None else jax.device_put(np.asarray(a),
-                                                          sharding)
+    put = lambda a: None if a is None else mesh_lib.put_global(a, sharding)
     fn = self._fn(steps, float(eta), float(guidance), decode, frame_cond)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       out = fn(self.params, self.tokenizer.params if decode else None,
                put(noise), jax.random.fold_in(rng, 1),
                put(pad(labels)), put(pad(cond_latent)), put(pad(cond_mask)))
-    return np.asarray(jax.device_get(out))[:n]
+    return mesh_lib.fetch(out)[:n]
 
   def sample(self, labels: Sequence[int] | None = None, **kwargs
              ) -> np.ndarray:

@@ -107,22 +107,35 @@ def evaluated_steps(workdir: str) -> set[int]:
                                                          'results.json'))}
 
 
+def _agree(steps) -> list[int]:
+  """Process 0's view of a list of steps, on every process (so all processes
+  evaluate the same checkpoints in the same order)."""
+  steps = sorted(steps)[-64:]
+  if jax.process_count() == 1:
+    return steps
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  arr = np.full(64, -1, np.int64)
+  arr[:len(steps)] = steps
+  arr = np.asarray(multihost_utils.broadcast_one_to_all(arr))
+  return [int(v) for v in arr if v >= 0]
+
+
 def steps_to_evaluate(config, workdir: str):
   """Yields checkpoint steps: the requested / latest one, then (polling) each
   new one, skipping steps that already have results."""
   while True:
-    available = checkpoint_steps(config.generator_workdir)
-    done = evaluated_steps(workdir)
+    available = _agree(checkpoint_steps(config.generator_workdir))
+    done = set(_agree(evaluated_steps(workdir)))
     if config.step:
       wanted = [config.step] if config.step in available else []
     else:
       wanted = [s for s in available if s not in done][-1:] if not \
           config.poll_seconds else [s for s in available if s not in done]
     for step in wanted:
-      if step not in evaluated_steps(workdir):
-        yield step
-    finished = (config.step and config.step in evaluated_steps(workdir)) or (
-        config.stop_at_step and config.stop_at_step in evaluated_steps(workdir))
+      yield step
+      done.add(step)
+    finished = (config.step and config.step in done) or (
+        config.stop_at_step and config.stop_at_step in done)
     if not config.poll_seconds or finished:
       if not available:
         raise FileNotFoundError(

@@ -44,9 +44,7 @@ class FeatureNet:
       self.params = weights.load(weights_path, kind, module.param_shapes())
     self.weights_path = weights_path
     self.resize_method = resize_method
-    parallel = mesh_lib.batch_parallelism(mesh)
-    self.batch_size = -(-batch_size // parallel) * parallel
-    self._sharding = mesh_lib.batch_sharding(mesh)
+    self.batch_size = batch_size
     if kind == 'i3d':
       fn = lambda p, x: (lambda f: (f, f))(
           i3d.fvd_features(p, x, resize_method))
@@ -69,18 +67,26 @@ class FeatureNet:
 
   def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(features, logits) of `x` `[n, ...]` in [-1, 1], in chunks."""
-    feats, logits = [], []
-    for i in range(0, len(x), self.batch_size):
-      chunk = x[i:i + self.batch_size]
-      n = len(chunk)
-      if n < self.batch_size:
-        chunk = np.concatenate([chunk, np.repeat(chunk[:1],
-                                                 self.batch_size - n, 0)])
-      with jax.set_mesh(self.mesh):
-        f, l = self._fn(self.params, jax.device_put(chunk, self._sharding))
-      feats.append(np.asarray(jax.device_get(f))[:n])
-      logits.append(np.asarray(jax.device_get(l))[:n])
-    return np.concatenate(feats), np.concatenate(logits)
+    fn = lambda a: self._fn(self.params, a)
+    return map_batches(fn, x, self.mesh, self.batch_size)
+
+
+def map_batches(fn, x: np.ndarray, mesh, batch_size: int):
+  """`fn` over `x` in batch-sharded chunks of `batch_size` (padded to the
+  batch sharding); every process gets every output (numpy)."""
+  parallel = mesh_lib.batch_parallelism(mesh)
+  batch_size = -(-batch_size // parallel) * parallel
+  sharding = mesh_lib.batch_sharding(mesh)
+  outs = []
+  for i in range(0, len(x), batch_size):
+    chunk = x[i:i + batch_size]
+    n = len(chunk)
+    if n < batch_size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+    with jax.set_mesh(mesh):
+      y = fn(mesh_lib.put_global(chunk, sharding))
+    outs.append(jax.tree.map(lambda a: mesh_lib.fetch(a)[:n], y))
+  return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 
 # ------------------------------------------------------------ data and sampling
@@ -89,14 +95,16 @@ class FeatureNet:
 def real_batches(config, gen: sampler_lib.Generator, split: str, frames: int,
                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
   """Host batches of real clips (`video` `[b, frames, H, W, 3]` in [-1, 1],
-  `label` `[b]`) in a fixed order, one pass."""
+  `label` `[b]`) in a fixed order, one pass; every process reads all of them
+  (the scores are computed on every process from the same arrays)."""
   data = gen.data_config
   spec = pipeline.DataSpec.from_config(
       config.data, split=split, frames=frames, resolution=data.resolution,
       crop=None, image_fraction=0.0, shuffle=False, random_crop=False,
       num_epochs=1, build=config.data.build)
   ds = pipeline.make_dataset(spec, global_batch_size=batch_size,
-                             seed=config.seed)
+                             seed=config.seed, process_index=0,
+                             process_count=1)
   for batch in ds:
     yield {'video': np.asarray(batch['video'], np.float32),
            'label': np.asarray(batch['label'])[:, 0]}
@@ -140,7 +148,7 @@ def frame_condition(gen, videos: np.ndarray, cond_frames: int
                     ) -> tuple[np.ndarray, np.ndarray]:
   """(normalised latents, mask `[b, t_lat]`) giving the first `cond_frames`
   frames (1 + 4k) of `videos`."""
-  z = np.asarray(gen.tokenizer.encode(videos))
+  z = map_batches(gen.tokenizer.encode, videos, gen.mesh, 8)
   given = gen.tokenizer.latent_shape(cond_frames, *videos.shape[2:4])[0]
   mask = np.zeros(z.shape[:2], np.float32)
   mask[:, :given] = 1.0
@@ -350,5 +358,7 @@ EVALUATORS = {'ucf101': ucf101, 'k600_frame_prediction': k600_frame_prediction,
 
 
 def evaluate(config, step: int, workdir: str):
-  gen = sampler_lib.Generator.load(config.generator_workdir, step=step)
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  gen = sampler_lib.Generator.load(config.generator_workdir, mesh=mesh,
+                                   step=step)
   return EVALUATORS[config.task](config, gen, workdir, step)

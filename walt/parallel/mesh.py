@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+import numpy as np
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
@@ -132,6 +133,23 @@ def batch_parallelism(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> int:
     return 1
   axes = (axes,) if isinstance(axes, str) else axes
   return math.prod(mesh.shape[a] for a in axes)
+
+
+def put_global(x, sharding: NamedSharding) -> jax.Array:
+  """A global array placed like `sharding` from a host array that every
+  process holds in full (same values on each; e.g. seeded noise). Each process
+  transfers only its own devices' shards."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+  """The whole of a global array on every process (all-gathered across
+  processes when it spans several)."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
