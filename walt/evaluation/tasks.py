@@ -226,35 +226,40 @@ def ucf101(config, gen, workdir, step):
 
 def k600_frame_prediction(config, gen, workdir, step):
   """Given `cond_frames` real frames, predict the rest; FVD of the first
-  `eval_frames` frames against the real clips."""
+  `eval_frames` frames against the real clips. Streams: one batch of real
+  clips at a time (50k clips never sit in memory)."""
   del workdir, step
   net = _net(config, gen.mesh, 'i3d')
   frames = gen.data_config.frames
   split = config.reference.split
-  clips = take(real_batches(config, gen, split, frames, config.batch_size),
-               config.num_samples)
   real = stats.FeatureStats(i3d.NUM_CLASSES)
-  real.add(net(clips['video'][:, :config.eval_frames])[0])
-  cond, mask = frame_condition(gen, clips['video'], config.cond_frames)
-  labels = clips['label'] if gen.num_classes else None
-
-  def fake(r):
-    if labels is None:
-      for i in range(0, len(cond), config.batch_size):
-        yield gen.sample(num_samples=len(cond[i:i + config.batch_size]),
-                         seed=r * 1_000_003 + i, **sample_kwargs(config),
-                         cond_latent=cond[i:i + config.batch_size],
-                         cond_mask=mask[i:i + config.batch_size])
-    else:
-      yield from generate(config, gen, labels, r, cond_latent=cond,
-                          cond_mask=mask)
-  metrics, extra = _fvd_repeats(config, net, real, fake)
-  del metrics['is'], metrics['is_std']
-  extra.pop('is_per_repeat')
+  fvds = []
+  for r in range(config.repeats):
+    fake = stats.FeatureStats(i3d.NUM_CLASSES)
+    seen = 0
+    for batch in real_batches(config, gen, split, frames, config.batch_size):
+      video = batch['video'][:config.num_samples - seen]
+      if r == 0:
+        real.add(net(video[:, :config.eval_frames])[0])
+      cond, mask = frame_condition(gen, video, config.cond_frames)
+      labels = batch['label'][:len(video)] if gen.num_classes else None
+      pred = gen.sample(labels, num_samples=len(video),
+                        seed=r * 1_000_003 + seen, cond_latent=cond,
+                        cond_mask=mask, **sample_kwargs(config))
+      fake.add(net(pred[:, :config.eval_frames])[0])
+      seen += len(video)
+      if seen >= config.num_samples:
+        break
+    if seen < config.num_samples:
+      raise ValueError(f'the real data holds {seen} clips, '
+                       f'{config.num_samples} requested')
+    fvds.append(stats.stats_frechet_distance(real, fake))
+  fvd, fvd_std = stats.mean_std(fvds)
   protocol = _video_protocol(config, gen, net, split)
-  protocol.update(extra, cond_frames=config.cond_frames,
+  protocol.update(fvd_per_repeat=fvds, cond_frames=config.cond_frames,
                   predicted_frames=config.eval_frames - config.cond_frames)
-  return metrics, config.num_samples * config.repeats, protocol
+  return ({'fvd': fvd, 'fvd_std': fvd_std},
+          config.num_samples * config.repeats, protocol)
 
 
 def imagenet(config, gen, workdir, step):
