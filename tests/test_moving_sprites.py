@@ -2,6 +2,7 @@
 
 import filecmp
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -88,8 +89,17 @@ def test_same_index_same_clip_across_resolution_configs():
 
 
 def test_no_tensorflow_needed(sprites_data_dir):
-  registry.builder(TINY_DATASET, sprites_data_dir).as_data_source()['train'][0]
-  assert 'tensorflow' not in sys.modules
+  # A fresh interpreter: the converter tests import TensorFlow into this one.
+  code = (
+      'import sys\n'
+      'from walt.data import registry\n'
+      f'registry.builder({TINY_DATASET!r}, {sprites_data_dir!r})'
+      '.as_data_source()["train"][0]\n'
+      'assert "tensorflow" not in sys.modules, "TensorFlow was imported"\n')
+  r = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                     text=True, timeout=300,
+                     cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_unprepared_data_set_fails_with_the_build_command(tmp_path):
