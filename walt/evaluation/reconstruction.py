@@ -61,7 +61,8 @@ def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _scores(x, y):
+def psnr_ssim(x, y):
+  """Per-clip `(psnr [b], ssim [b])` of `x` against `y` (jitted once)."""
   return psnr(x, y), ssim(x, y)
 
 
@@ -71,7 +72,7 @@ def evaluate(reconstruct: Callable[[jax.Array], jax.Array],
   psnrs, ssims = [], []
   for batch in batches:
     video = batch['video']
-    p, s = _scores(reconstruct(video), video)
+    p, s = psnr_ssim(reconstruct(video), video)
     psnrs.append(np.asarray(jax.device_get(p), np.float64))
     ssims.append(np.asarray(jax.device_get(s), np.float64))
   p, s = np.concatenate(psnrs), np.concatenate(ssims)

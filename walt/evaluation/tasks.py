@@ -348,8 +348,7 @@ def sprites(config, gen, workdir, step):
 
 
 def _psnr_ssim(truth, pred) -> dict[str, float]:
-  p, s = jax.jit(lambda a, b: (reconstruction.psnr(a, b),
-                               reconstruction.ssim(a, b)))(pred, truth)
+  p, s = reconstruction.psnr_ssim(pred, truth)
   return {'psnr': float(np.mean(p)), 'ssim': float(np.mean(s))}
 
 
