@@ -34,7 +34,7 @@ def sprites_data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def tokenizer_dir(sprites_data_dir, tmp_path_factory):
-  """A (briefly) trained tiny tokenizer with latent stats: latent 2x4x4x8."""
+  """A (briefly) trained tiny tokenizer with latent stats: latent 2x8x8x16."""
   from tests.test_tokenizer_training import _config
   from walt.train import tokenizer_trainer
   workdir = str(tmp_path_factory.mktemp('tokenizer'))

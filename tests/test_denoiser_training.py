@@ -117,7 +117,7 @@ def test_latent_cache_matches_on_the_fly_encoding_and_trains(
     c.latents.num_examples = 20
     c.latents.batch_size = 8
   meta = denoiser_trainer.run(c, str(tmp_path / 'w'), mode='cache_latents')
-  assert meta['num_examples'] == 20 and meta['latent_shape'] == [2, 4, 4, 8]
+  assert meta['num_examples'] == 20 and meta['latent_shape'] == [2, 8, 8, 16]
   source = latent_cache.LatentCacheSource(cache)
   assert len(source) == 20
   mesh = mesh_lib.create_mesh({'data': -1})

@@ -1,6 +1,7 @@
 """Causal 3D tokenizer: causality, image/video consistency, shapes, chunking,
 inflation."""
 
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -41,9 +42,18 @@ def _perturbed_init(model, example):
   return init(example)
 
 
-@pytest.fixture(scope='module')
-def tiny():
-  model = tok.Tokenizer(TINY)
+# The CPU layout: a Haar patch stem (2x2x2) and one more level that
+# downsamples space and time (4x spatial, 4x temporal in all).
+TINY_PATCH = tok.TokenizerConfig(
+    base_channels=8, channel_multipliers=(1, 2, 2), num_res_blocks=1,
+    num_mid_blocks=1, num_groups=4, latent_channels=4, patch_size=(2, 2, 2),
+    stem='haar', temporal_downsample=(True, False),
+    spatial_downsample=(True, False))
+
+
+@pytest.fixture(scope='module', params=['magvit', 'patch'])
+def tiny(request):
+  model = tok.Tokenizer(TINY if request.param == 'magvit' else TINY_PATCH)
   video = jax.random.uniform(jax.random.key(1), (2, 9, 16, 16, 3),
                              minval=-1, maxval=1)
   params = _perturbed_init(model, video)
@@ -55,9 +65,9 @@ def tiny():
 
 
 def test_encoder_is_exactly_causal(tiny):
-  _, params, video, encode, _ = tiny
+  model, params, video, encode, _ = tiny
   z = encode(params, video)
-  assert z.shape == (2, 3, 2, 2, 4)
+  assert z.shape == (2,) + model.config.latent_shape(9, 16, 16)
   later = video.at[:, 5:].set(jax.random.uniform(jax.random.key(3),
                                                  video[:, 5:].shape))
   z2 = encode(params, later)
@@ -79,9 +89,9 @@ def test_decoder_is_exactly_causal(tiny):
 
 def test_image_latent_is_first_latent_frame_of_any_video_starting_with_it(
     tiny):
-  _, params, video, encode, _ = tiny
+  model, params, video, encode, _ = tiny
   image_latent = encode(params, video[:, :1])
-  assert image_latent.shape == (2, 1, 2, 2, 4)
+  assert image_latent.shape == (2,) + model.config.latent_shape(1, 16, 16)
   other = video.at[:, 1:].set(-video[:, 1:])
   for v in (video, other):
     np.testing.assert_allclose(np.asarray(encode(params, v)[:, :1]),
@@ -130,7 +140,8 @@ def test_inflated_video_tokenizer_reproduces_the_image_tokenizer():
     ('configs/tokenizer/k600.py', None, [5, 16, 16, 8]),
     ('configs/tokenizer/t2v.py', 'stage=sr1', [5, 32, 56, 8]),
     ('configs/tokenizer/imagenet.py', None, [1, 32, 32, 8]),
-    ('configs/tokenizer/sprites.py', None, [5, 8, 8, 8]),
+    ('configs/tokenizer/sprites.py', None, [5, 16, 16, 16]),
+    ('configs/tokenizer/sprites.py', 'quick', [5, 8, 8, 16]),
 ])
 def test_paper_shapes_without_allocation(config, arg, latent):
   info = tokenizer_trainer.describe(_load_config(config, arg), flops=False)
@@ -164,3 +175,68 @@ def test_latent_shape_matches_the_network_for_any_depth(normalize):
     assert z.shape[1:] == c.latent_shape(9, 32, 32), mults
     has_adanorm = any('adanorm' in k for k in variables['params']['decoder'])
     assert has_adanorm == normalize
+
+
+def test_patchify_inverts_and_the_haar_stem_is_orthonormal():
+  for n in (1, 2, 4, 8):
+    h = tok.haar_matrix(n)
+    np.testing.assert_allclose(h @ h.T, np.eye(n), atol=1e-6)
+  video = jax.random.normal(jax.random.key(7), (2, 9, 8, 8, 3))
+  for stem in tok.STEMS:
+    c = tok.TokenizerConfig(patch_size=(4, 2, 2), stem=stem)
+    folded = tok.patchify(video, c, first_chunk=True)
+    assert folded.shape == (2, 3, 4, 4, 48)
+    # An orthonormal fold keeps the energy (the padding frames are zeros).
+    np.testing.assert_allclose(float(jnp.sum(folded ** 2)),
+                               float(jnp.sum(video ** 2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(tok.unpatchify(folded, c, first_chunk=True)),
+        np.asarray(video), atol=1e-5)
+
+
+def test_patch_config_validation():
+  with pytest.raises(ValueError, match='powers of 2'):
+    tok.TokenizerConfig(patch_size=(3, 4, 4), stem='haar')
+  with pytest.raises(ValueError, match='image tokenizer'):
+    tok.TokenizerConfig(patch_size=(4, 4, 4), temporal_kernel=1)
+  with pytest.raises(ValueError, match='conv_impl'):
+    tok.TokenizerConfig(conv_impl='winograd')
+  c = tok.TokenizerConfig(patch_size=(4, 4, 4), channel_multipliers=(1, 2),
+                          temporal_downsample=(False,),
+                          spatial_downsample=(False,))
+  assert (c.spatial_factor, c.temporal_factor) == (4, 4)
+  assert c.latent_shape(17, 64, 64) == (5, 16, 16, 8)
+
+
+@pytest.mark.parametrize('kernel,strides,causal', [
+    ((3, 3, 3), (1, 1, 1), True), ((3, 3, 3), (2, 2, 2), True),
+    ((1, 1, 1), (1, 1, 1), True), ((3, 3, 3), (1, 2, 2), False)])
+def test_conv_implementations_agree_in_outputs_and_gradients(
+    kernel, strides, causal):
+  from walt.models.layers import CausalConv3D
+  x = jax.random.normal(jax.random.key(8), (2, 5, 8, 8, 6))
+  convs = {impl: CausalConv3D(7, kernel, strides, causal=causal, impl=impl)
+           for impl in ('xla', 'im2col')}
+  params = convs['xla'].init(jax.random.key(9), x)
+
+  def loss(impl, p, x):
+    y = convs[impl].apply(p, x)
+    return jnp.sum(jnp.sin(y)), y
+  outs = {impl: jax.jit(jax.grad(lambda p, x, i=impl: loss(i, p, x),
+                                 argnums=(0, 1), has_aux=True))(params, x)
+          for impl in convs}
+  (g_xla, y_xla), (g_col, y_col) = outs['xla'], outs['im2col']
+  np.testing.assert_allclose(np.asarray(y_col), np.asarray(y_xla),
+                             rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_col), jax.tree.leaves(g_xla)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_whole_tokenizer_is_the_same_function_with_im2col_convs(tiny):
+  model, params, video, _, _ = tiny
+  other = tok.Tokenizer(dataclasses.replace(model.config,
+                                            conv_impl='im2col'))
+  want = model.apply({'params': params}, video)[0]
+  got = jax.jit(lambda p, v: other.apply({'params': p}, v)[0])(params, video)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)

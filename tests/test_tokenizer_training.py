@@ -22,8 +22,7 @@ def _config(data_dir, total_steps, gan_start=20):
   c.unlock()
   c.data.update({'name': TINY_DATASET, 'data_dir': data_dir, 'frames': 5,
                  'resolution': (32, 32)})
-  c.model.update({'base_channels': 8, 'channel_multipliers': (1, 1, 2, 2),
-                  'num_groups': 4})
+  c.model.update({'base_channels': 8, 'num_groups': 4})
   c.discriminator.update({'base_channels': 4,
                           'channel_multipliers': (1, 1)})
   c.loss.gan_start = gan_start

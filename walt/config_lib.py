@@ -10,6 +10,8 @@ which field to change.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -158,3 +160,23 @@ def validate(config: ConfigDict, num_devices: int | None = None,
 
 def _resolution(res) -> tuple[int, int]:
   return (res, res) if isinstance(res, int) else tuple(res)
+
+
+def configs_dir() -> str:
+  """The repository's `configs/` (next to the `walt` package)."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.join(here, 'configs')
+
+
+def load_file(relative: str, arg: str | None = None,
+              directory: str | None = None) -> ConfigDict:
+  """`get_config(arg)` of `<directory or configs_dir()>/<relative>`."""
+  path = os.path.join(directory or configs_dir(), relative)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} is missing: run from a clone of the '
+                            'repository or pass the configs directory')
+  spec = importlib.util.spec_from_file_location('walt_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+

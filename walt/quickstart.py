@@ -20,7 +20,8 @@ what is already in WORKDIR. Sample more with
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import io
 import json
 import os
 import time
@@ -29,10 +30,12 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import tensorflow_datasets as tfds
 
 from walt import config_lib
 from walt import jobs
 from walt.data import build
+from walt.train import metrics as metrics_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything goes.')
 _CONFIGS = flags.DEFINE_string(
@@ -44,22 +47,8 @@ TOKENIZER_CONFIG = 'tokenizer/sprites.py'
 DENOISER_CONFIG = 'walt/sprites.py'
 
 
-def _configs_dir() -> str:
-  if _CONFIGS.value:
-    return _CONFIGS.value
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return os.path.join(here, 'configs')
-
-
 def load_config(relative: str, arg: str | None = None):
-  path = os.path.join(_configs_dir(), relative)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} is missing: run from a clone of the '
-                            'repository or pass --configs_dir')
-  spec = importlib.util.spec_from_file_location('walt_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load_file(relative, arg, _CONFIGS.value)
 
 
 def _run_job(config, workdir: str, mode: str = 'train'):
@@ -81,9 +70,32 @@ def _read_results(workdir: str) -> dict:
     return json.load(f)
 
 
-def run(workdir: str) -> dict:
+def _quiet_logging(workdir: str) -> str:
+  """absl's INFO log (Orbax, tfds, the trainers) goes to a file in `workdir`;
+  the terminal shows the stage lines, progress lines and errors."""
+  os.makedirs(workdir, exist_ok=True)
+  logging.get_absl_handler().use_absl_log_file('quickstart', workdir)
+  flags.FLAGS.stderrthreshold = 'error'
+  tfds.disable_progress_bar()
+  return os.path.join(workdir, 'quickstart.INFO')
+
+
+def run(workdir: str, quiet: bool = True) -> dict:
   started = time.time()
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if quiet:
+    log = _quiet_logging(workdir)
+    print(f'[quickstart] full log: {log}', flush=True)
+  stage = ['']
+  listener = lambda line: print(f'    {stage[0]} {line}', flush=True)
+  metrics_lib.PROGRESS_LISTENERS.append(listener)
+  try:
+    return _run_stages(workdir, started, stage)
+  finally:
+    metrics_lib.PROGRESS_LISTENERS.remove(listener)
+
+
+def _run_stages(workdir: str, started: float, stage: list) -> dict:
   data_dir = os.path.join(workdir, 'data')
   tok_dir = os.path.join(workdir, 'tokenizer')
   den_dir = os.path.join(workdir, 'denoiser')
@@ -97,11 +109,15 @@ def run(workdir: str) -> dict:
     den_config.tokenizer.workdir = tok_dir
 
   _stage(f'1/4 building {tok_config.data.name} in {data_dir}', started)
-  build.ensure_built(tok_config.data.name, data_dir)
+  with contextlib.redirect_stdout(io.StringIO()) as tfds_prints:
+    build.ensure_built(tok_config.data.name, data_dir)
+  logging.info('tfds: %s', tfds_prints.getvalue())
   _stage(f'2/4 training the tokenizer in {tok_dir}', started)
+  stage[0] = 'tokenizer'
   _run_job(tok_config, tok_dir)
   _stage(f'3/4 training the denoiser in {den_dir} (and sampling every class '
          'at the end)', started)
+  stage[0] = 'denoiser'
   _run_job(den_config, den_dir)
   _stage('4/4 collecting the scores', started)
 
@@ -120,13 +136,21 @@ def run(workdir: str) -> dict:
       'denoiser_workdir': den_dir,
       'samples': os.path.join(den_dir, 'samples', str(den_results['step'])),
   }
+  summary['sample_grid'] = os.path.join(summary['samples'],
+                                        'class_samples.png')
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'quickstart.json'), 'w') as f:
       json.dump(summary, f, indent=2)
   _stage(f'done: tokenizer PSNR {summary["tokenizer_psnr"]:.1f} dB, sample '
-         f'class accuracy {summary["sample_class_accuracy"]:.0%} '
-         f'(oracle); samples in {summary["samples"]}; '
-         f'{os.path.join(workdir, "quickstart.json")}', started)
+         f'class accuracy {summary["sample_class_accuracy"]:.0%}, colour '
+         f'{summary["sample_color_accuracy"]:.0%}, shape '
+         f'{summary["sample_shape_accuracy"]:.0%} (oracle)', started)
+  print(f'  samples (one per class, mp4 + gif): {summary["samples"]}\n'
+        f'  sample grid (a row per class):      {summary["sample_grid"]}\n'
+        f'  scores:                             '
+        f'{os.path.join(workdir, "quickstart.json")}\n'
+        f'  more samples: python -m walt.sample --workdir={den_dir} '
+        f'--out=DIR', flush=True)
   return summary
 
 

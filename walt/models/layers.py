@@ -41,6 +41,11 @@ class CausalConv3D(nn.Module):
   dtype: Dtype = jnp.float32
   causal: bool = True
   use_bias: bool = True
+  # 'xla': one 2D convolution over the stacked temporal taps. 'im2col': the
+  # 3x3 spatial taps are stacked too and the whole conv is one matmul, whose
+  # backward pass is matmuls as well (XLA's CPU conv backward is the slow
+  # part of a training step; see WORKSPACE.md). Same outputs and gradients.
+  impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, first_chunk: bool = True) -> jax.Array:
@@ -82,12 +87,38 @@ class CausalConv3D(nn.Module):
     stacked = stacked.reshape(b * n_out, h, w, kt * c).astype(self.dtype)
     kernel2d = kernel.transpose(1, 2, 0, 3, 4).reshape(
         kh, kw, kt * c, self.features).astype(self.dtype)
-    y = jax.lax.conv_general_dilated(
-        stacked, kernel2d, tuple(self.strides[1:]), pads,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = conv2d(stacked, kernel2d, tuple(self.strides[1:]), pads, self.impl)
     if bias is not None:
       y = y + bias.astype(self.dtype)
     return y.reshape((b, n_out) + y.shape[1:])
+
+
+CONV_IMPLS = ('xla', 'im2col')
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+           pads: Sequence[tuple[int, int]], impl: str = 'xla') -> jax.Array:
+  """2D convolution `[n, h, w, c] * [kh, kw, c, f] -> [n, h', w', f]`.
+
+  `impl='im2col'` gathers the `kh * kw` shifted (strided) views of the padded
+  input on channels and contracts them with the kernel in one dot.
+  """
+  if impl == 'xla':
+    return jax.lax.conv_general_dilated(
+        x, kernel, tuple(strides), list(pads),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  if impl != 'im2col':
+    raise ValueError(f'unknown conv impl {impl!r}: {CONV_IMPLS}')
+  kh, kw, c, f = kernel.shape
+  sh, sw = strides
+  if kh == kw == 1 and sh == sw == 1:
+    return x @ kernel.reshape(c, f)
+  x = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  ho = (x.shape[1] - kh) // sh + 1
+  wo = (x.shape[2] - kw) // sw + 1
+  cols = [x[:, dy:dy + (ho - 1) * sh + 1:sh, dx:dx + (wo - 1) * sw + 1:sw]
+          for dy in range(kh) for dx in range(kw)]
+  return jnp.concatenate(cols, axis=-1) @ kernel.reshape(kh * kw * c, f)
 
 
 def frame_group_norm(x: jax.Array, num_groups: int, eps: float = 1e-6
@@ -135,19 +166,20 @@ class ResBlock(nn.Module):
   temporal_kernel: int = 3
   dtype: Dtype = jnp.float32
   normalize: bool = True
+  impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, first_chunk: bool = True) -> jax.Array:
     k = (self.temporal_kernel, 3, 3)
     h = nn.swish(GroupNorm(self.num_groups, self.normalize, name='norm1')(x))
-    h = CausalConv3D(self.features, k, dtype=self.dtype, name='conv1')(
-        h, first_chunk)
+    h = CausalConv3D(self.features, k, dtype=self.dtype, impl=self.impl,
+                     name='conv1')(h, first_chunk)
     h = nn.swish(GroupNorm(self.num_groups, self.normalize, name='norm2')(h))
-    h = CausalConv3D(self.features, k, dtype=self.dtype, name='conv2')(
-        h, first_chunk)
+    h = CausalConv3D(self.features, k, dtype=self.dtype, impl=self.impl,
+                     name='conv2')(h, first_chunk)
     if x.shape[-1] != self.features:
       x = CausalConv3D(self.features, (1, 1, 1), dtype=self.dtype,
-                       name='shortcut')(x, first_chunk)
+                       impl=self.impl, name='shortcut')(x, first_chunk)
     return x + h
 
 
@@ -204,18 +236,32 @@ def depth_to_space(x: jax.Array, st: int, sh: int, sw: int) -> jax.Array:
   return x.reshape(b, t * st, h * sh, w * sw, c)
 
 
+def space_to_depth(x: jax.Array, st: int, sh: int, sw: int) -> jax.Array:
+  """`[b, t * st, h * sh, w * sw, c]` -> `[b, t, h, w, st * sh * sw * c]`
+  (inverse of `depth_to_space`)."""
+  b, tt, hh, ww, c = x.shape
+  x = x.reshape(b, tt // st, st, hh // sh, sh, ww // sw, sw, c)
+  x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+  return x.reshape(b, tt // st, hh // sh, ww // sw, st * sh * sw * c)
+
+
 class Upsample(nn.Module):
-  """Conv to `features * st * 2 * 2` channels, then depth-to-space; after a
-  temporal x`st` the first `st - 1` frames are dropped (1+t -> 1+st*t)."""
+  """Conv to `features * st * s * s` channels (s = 2 if `spatial`), then
+  depth-to-space; after a temporal x`st` the first `st - 1` frames are
+  dropped (1+t -> 1+st*t)."""
   features: int
   temporal: bool
   temporal_kernel: int = 3
   dtype: Dtype = jnp.float32
+  spatial: bool = True
+  impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, first_chunk: bool = True) -> jax.Array:
     st = 2 if self.temporal else 1
-    h = CausalConv3D(self.features * st * 4, (self.temporal_kernel, 3, 3),
-                     dtype=self.dtype, name='conv')(x, first_chunk)
-    h = depth_to_space(h, st, 2, 2)
+    s = 2 if self.spatial else 1
+    h = CausalConv3D(self.features * st * s * s, (self.temporal_kernel, 3, 3),
+                     dtype=self.dtype, impl=self.impl, name='conv')(
+                         x, first_chunk)
+    h = depth_to_space(h, st, s, s)
     return h[:, st - 1:] if first_chunk else h

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from walt.models.layers import (AdaptiveGroupNorm, CausalConv3D, GroupNorm,
-                                ResBlock, Upsample)
+from walt.models.layers import (CONV_IMPLS, AdaptiveGroupNorm, CausalConv3D,
+                                GroupNorm, ResBlock, Upsample, depth_to_space,
+                                space_to_depth)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,20 +41,36 @@ class TokenizerConfig:
   # False: GroupNorms keep only their affine part and the decoder has no
   # adaptive GroupNorm (faster early learning at CPU sizes; see sprites.py).
   normalize: bool = True
+  # Patchify stem, `(t, h, w)`: the encoder first folds each causal group
+  # of t frames (the first frame alone, zero-padded in front) and each h x w
+  # tile onto channels, and the decoder unfolds its output the same way, so
+  # no convolution runs at full resolution or frame rate (as in LTX-Video's
+  # and Cosmos' tokenizers). `stem='haar'` applies an orthonormal Haar
+  # transform over each folded patch (Cosmos' wavelet stem); it needs powers
+  # of 2.
+  patch_size: Sequence[int] = (1, 1, 1)
+  stem: str = 'space_to_depth'
+  # Per level transition: whether it halves space (empty: all do). A level
+  # that downsamples neither space nor time has no downsampling conv.
+  spatial_downsample: Sequence[bool] = ()
+  conv_impl: str = 'xla'  # layers.CONV_IMPLS
   dtype: Any = jnp.float32
 
   @classmethod
   def from_config(cls, model) -> 'TokenizerConfig':
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in model.to_dict().items() if k in fields}
-    for k in ('channel_multipliers', 'temporal_downsample'):
+    for k in ('channel_multipliers', 'temporal_downsample', 'patch_size',
+              'spatial_downsample'):
       if k in values:
         values[k] = tuple(values[k])
     return cls(**values)
 
   @property
   def spatial_factor(self) -> int:
-    return 2 ** (len(self.channel_multipliers) - 1)
+    levels = len(self.channel_multipliers) - 1
+    return self.patch_size[1] * 2 ** sum(
+        self._spatial(i) for i in range(levels))
 
   @property
   def temporal_factor(self) -> int:
@@ -61,7 +78,32 @@ class TokenizerConfig:
       return 1
     # Only levels that are followed by a downsampling use their entry.
     levels = len(self.channel_multipliers) - 1
-    return 2 ** sum(bool(t) for t in self.temporal_downsample[:levels])
+    return self.patch_size[0] * 2 ** sum(
+        bool(t) for t in self.temporal_downsample[:levels])
+
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises on inconsistent architecture fields."""
+    pt, ph, pw = self.patch_size
+    if ph != pw:
+      raise ValueError(f'patch_size {self.patch_size}: square tiles only')
+    if self.temporal_kernel == 1 and pt != 1:
+      raise ValueError('an image tokenizer (temporal_kernel=1) needs '
+                       'patch_size[0] == 1')
+    if self.stem not in STEMS:
+      raise ValueError(f'unknown stem {self.stem!r}: {STEMS}')
+    if self.stem == 'haar' and any(p & (p - 1) for p in self.patch_size):
+      raise ValueError(f'the Haar stem needs powers of 2, not '
+                       f'{self.patch_size}')
+    if self.conv_impl not in CONV_IMPLS:
+      raise ValueError(f'unknown conv_impl {self.conv_impl!r}: {CONV_IMPLS}')
+    levels = len(self.channel_multipliers) - 1
+    if self.spatial_downsample and len(self.spatial_downsample) < levels:
+      raise ValueError(f'spatial_downsample needs {levels} entries')
+    if self.temporal_kernel > 1 and len(self.temporal_downsample) < levels:
+      raise ValueError(f'temporal_downsample needs {levels} entries')
 
   def latent_shape(self, frames: int, height: int, width: int
                    ) -> tuple[int, int, int, int]:
@@ -81,6 +123,59 @@ class TokenizerConfig:
   def _temporal(self, level: int) -> bool:
     return self.temporal_kernel > 1 and bool(self.temporal_downsample[level])
 
+  def _spatial(self, level: int) -> bool:
+    return (not self.spatial_downsample or
+            bool(self.spatial_downsample[level]))
+
+
+STEMS = ('space_to_depth', 'haar')
+
+
+def haar_matrix(n: int) -> np.ndarray:
+  """Orthonormal `[n, n]` Haar transform (n a power of 2): row 0 the
+  average, then differences from coarse to fine."""
+  h = np.ones((1, 1))
+  while h.shape[0] < n:
+    m = h.shape[0]
+    h = np.concatenate([np.kron(h, [1.0, 1.0]),
+                        np.kron(np.eye(m), [1.0, -1.0])]) / np.sqrt(2.0)
+  return h.astype(np.float32)
+
+
+def _haar(x: jax.Array, patch: Sequence[int], inverse: bool) -> jax.Array:
+  """Haar transform over the folded patch axes of `[..., pt*ph*pw*c]`."""
+  pt, ph, pw = patch
+  c = x.shape[-1] // (pt * ph * pw)
+  y = x.reshape(x.shape[:-1] + (pt, ph, pw, c))
+  mats = [jnp.asarray(haar_matrix(p)) for p in patch]
+  # Orthonormal, so the inverse contracts with the transposes.
+  y = jnp.einsum('ia,jb,kd,...ijkc->...abdc' if inverse else
+                 'ai,bj,dk,...ijkc->...abdc', *mats, y)
+  return y.reshape(x.shape)
+
+
+def patchify(x: jax.Array, config: 'TokenizerConfig', first_chunk: bool
+             ) -> jax.Array:
+  """The encoder's stem: `[b, t, H, W, c]` -> `[b, t', H/ph, W/pw,
+  pt*ph*pw*c]`, t' = 1 + (t-1)/pt for a first chunk, t/pt after it."""
+  pt, ph, pw = config.patch_size
+  if first_chunk and pt > 1:
+    x = jnp.pad(x, ((0, 0), (pt - 1, 0), (0, 0), (0, 0), (0, 0)))
+  if x.shape[1] % pt:
+    raise ValueError(f'{x.shape[1]} frames do not fold into groups of {pt}')
+  y = space_to_depth(x, pt, ph, pw)
+  return _haar(y, config.patch_size, False) if config.stem == 'haar' else y
+
+
+def unpatchify(y: jax.Array, config: 'TokenizerConfig', first_chunk: bool
+               ) -> jax.Array:
+  """Inverse of `patchify` (drops the first chunk's padding frames)."""
+  pt, ph, pw = config.patch_size
+  if config.stem == 'haar':
+    y = _haar(y, config.patch_size, True)
+  x = depth_to_space(y, pt, ph, pw)
+  return x[:, pt - 1:] if first_chunk else x
+
 
 class Encoder(nn.Module):
   config: TokenizerConfig
@@ -91,21 +186,25 @@ class Encoder(nn.Module):
     c = self.config
     kt = c.temporal_kernel
     conv = lambda f, k, s=(1, 1, 1), name=None: CausalConv3D(
-        f, k, s, dtype=c.dtype, name=name)
+        f, k, s, dtype=c.dtype, impl=c.conv_impl, name=name)
+    block = lambda f, name: ResBlock(f, c.num_groups, kt, c.dtype,
+                                     c.normalize, c.conv_impl, name=name)
+    if tuple(c.patch_size) != (1, 1, 1):
+      x = patchify(x, c, first_chunk)
     h = conv(c.base_channels, (kt, 3, 3), name='conv_in')(x, first_chunk)
     levels = len(c.channel_multipliers)
     for level, mult in enumerate(c.channel_multipliers):
       for i in range(c.num_res_blocks):
-        h = ResBlock(c.base_channels * mult, c.num_groups, kt, c.dtype,
-                     c.normalize, name=f'level{level}_block{i}')(
-                         h, first_chunk)
+        h = block(c.base_channels * mult, f'level{level}_block{i}')(
+            h, first_chunk)
       if level < levels - 1:
         st = 2 if c._temporal(level) else 1
-        h = conv(h.shape[-1], (kt, 3, 3), (st, 2, 2),
-                 name=f'level{level}_down')(h, first_chunk)
+        ss = 2 if c._spatial(level) else 1
+        if st > 1 or ss > 1:
+          h = conv(h.shape[-1], (kt, 3, 3), (st, ss, ss),
+                   name=f'level{level}_down')(h, first_chunk)
     for i in range(c.num_mid_blocks):
-      h = ResBlock(h.shape[-1], c.num_groups, kt, c.dtype, c.normalize,
-                   name=f'mid_block{i}')(h, first_chunk)
+      h = block(h.shape[-1], f'mid_block{i}')(h, first_chunk)
     h = nn.swish(GroupNorm(c.num_groups, c.normalize, name='norm_out')(h))
     out = c.latent_channels * (2 if c.kl else 1)
     return conv(out, (1, 1, 1), name='conv_out')(h, first_chunk)
@@ -121,11 +220,12 @@ class Decoder(nn.Module):
     kt = c.temporal_kernel
     levels = len(c.channel_multipliers)
     top = c.base_channels * c.channel_multipliers[-1]
-    h = CausalConv3D(top, (kt, 3, 3), dtype=c.dtype, name='conv_in')(
-        z, first_chunk)
+    block = lambda f, name: ResBlock(f, c.num_groups, kt, c.dtype,
+                                     c.normalize, c.conv_impl, name=name)
+    h = CausalConv3D(top, (kt, 3, 3), dtype=c.dtype, impl=c.conv_impl,
+                     name='conv_in')(z, first_chunk)
     for i in range(c.num_mid_blocks):
-      h = ResBlock(top, c.num_groups, kt, c.dtype, c.normalize,
-                   name=f'mid_block{i}')(h, first_chunk)
+      h = block(top, f'mid_block{i}')(h, first_chunk)
     time_factor = 1  # frames of h per latent frame
     for level in reversed(range(levels)):
       features = c.base_channels * c.channel_multipliers[level]
@@ -133,17 +233,22 @@ class Decoder(nn.Module):
         h = AdaptiveGroupNorm(c.num_groups, time_factor,
                               name=f'level{level}_adanorm')(h, z, first_chunk)
       for i in range(c.num_res_blocks):
-        h = ResBlock(features, c.num_groups, kt, c.dtype, c.normalize,
-                     name=f'level{level}_block{i}')(h, first_chunk)
+        h = block(features, f'level{level}_block{i}')(h, first_chunk)
       if level > 0:
         temporal = c._temporal(level - 1)
-        h = Upsample(c.base_channels * c.channel_multipliers[level - 1],
-                     temporal, kt, c.dtype, name=f'level{level}_up')(
-                         h, first_chunk)
+        spatial = c._spatial(level - 1)
+        if temporal or spatial:
+          h = Upsample(c.base_channels * c.channel_multipliers[level - 1],
+                       temporal, kt, c.dtype, spatial, c.conv_impl,
+                       name=f'level{level}_up')(h, first_chunk)
         time_factor *= 2 if temporal else 1
     h = nn.swish(GroupNorm(c.num_groups, c.normalize, name='norm_out')(h))
-    return CausalConv3D(3, (kt, 3, 3), dtype=c.dtype, name='conv_out')(
-        h, first_chunk)
+    pt, ph, pw = c.patch_size
+    h = CausalConv3D(3 * pt * ph * pw, (kt, 3, 3), dtype=c.dtype,
+                     impl=c.conv_impl, name='conv_out')(h, first_chunk)
+    if (pt, ph, pw) != (1, 1, 1):
+      h = unpatchify(h, c, first_chunk)
+    return h
 
 
 class Tokenizer(nn.Module):

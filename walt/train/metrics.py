@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 from absl import logging
 import imageio_ffmpeg
@@ -18,6 +18,11 @@ import mediapy
 import numpy as np
 
 mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+# Receivers of the training progress lines besides absl's log, e.g. the
+# quickstart prints them on the terminal while the log goes to a file.
+PROGRESS_LISTENERS: list[Callable[[str], None]] = []
 
 
 def _scalar(v) -> float:
@@ -50,8 +55,13 @@ class MetricLogger:
       self._last_time, self._last_step = now, step
       eta = (self.total_steps - step) / rate if rate > 0 else math.inf
       shown = ', '.join(f'{k}={v:.4g}' for k, v in sorted(out.items()))
-      logging.info('step %d/%d (%.1f%%) %s, ETA %s', step, self.total_steps,
-                   100.0 * step / self.total_steps, shown, _duration(eta))
+      line = (f'step {step}/{self.total_steps} '
+              f'({100.0 * step / self.total_steps:.1f}%) {shown}, '
+              f'ETA {_duration(eta)}')
+      logging.info(line)
+      if self.main:
+        for listener in PROGRESS_LISTENERS:
+          listener(line)
     if self.main:
       record = {'step': int(step), **{f'{prefix}{k}': v
                                       for k, v in out.items()}}

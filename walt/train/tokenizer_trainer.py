@@ -110,6 +110,10 @@ class TokenizerTask:
       l2 = jnp.mean(jnp.square(recon - video))
       total = c.l2_weight * l2
       metrics = {'l2': l2}
+      if c.get('l1_weight'):
+        l1 = jnp.mean(jnp.abs(recon - video))
+        total += c.l1_weight * l1
+        metrics['l1'] = l1
       if self.config.model.kl:
         kl = tok.kl_divergence(post['mean'], post['logvar'])
         total += c.kl_weight * kl
@@ -373,11 +377,12 @@ def default_config(variant_name: str = ''):
       'num_res_blocks': 4, 'num_mid_blocks': 4,
       'temporal_downsample': (False, True, True), 'latent_channels': 8,
       'kl': False, 'temporal_kernel': 3, 'num_groups': 32,
-      'normalize': True})
+      'normalize': True, 'patch_size': (1, 1, 1), 'stem': 'space_to_depth',
+      'spatial_downsample': (), 'conv_impl': 'xla'})
   c.discriminator = ml_collections.ConfigDict({
       'base_channels': 64, 'channel_multipliers': (2, 4, 4, 4, 4)})
   c.loss = ml_collections.ConfigDict({
-      'l2_weight': 5.0, 'perceptual_weight': 0.1, 'perceptual_weights': '',
+      'l2_weight': 5.0, 'l1_weight': 0.0, 'perceptual_weight': 0.1, 'perceptual_weights': '',
       'perceptual_start': 0,
       'gan_weight': 0.1, 'gan_start': 50_000, 'r1_weight': 10.0,
       'lecam_weight': 0.001, 'lecam_decay': 0.999, 'kl_weight': 1e-6})
