@@ -65,10 +65,12 @@ def test_loss_falls_and_job_writes_its_files(uninterrupted):
   assert results['metrics']['psnr'] == results['psnr']
   assert results['protocol']['split'] == 'validation'
   stats = json.load(open(os.path.join(uninterrupted, 'latent_stats.json')))
-  assert len(stats['mean']) == len(stats['std']) == 8
+  channels = _load_config('configs/tokenizer/sprites.py',
+                          'quick').model.latent_channels
+  assert len(stats['mean']) == len(stats['std']) == channels
   assert all(s > 0 for s in stats['std'])
   mean, std = tokenizer_trainer.load_latent_stats(uninterrupted)
-  z = np.random.default_rng(0).normal(mean, std, size=(4000, 8))
+  z = np.random.default_rng(0).normal(mean, std, size=(4000, channels))
   zn = np.asarray(tok.normalize(z, mean, std))
   np.testing.assert_allclose(zn.mean(0), 0, atol=0.1)
   np.testing.assert_allclose(zn.std(0), 1, atol=0.1)
