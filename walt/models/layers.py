@@ -43,8 +43,8 @@ class CausalConv3D(nn.Module):
   use_bias: bool = True
   # 'xla': one 2D convolution over the stacked temporal taps. 'im2col': the
   # 3x3 spatial taps are stacked too and the whole conv is one matmul, whose
-  # backward pass is matmuls as well (XLA's CPU conv backward is the slow
-  # part of a training step; see WORKSPACE.md). Same outputs and gradients.
+  # backward pass is matmuls as well. Same outputs and gradients; on this
+  # CPU not faster than 'xla' (WORKSPACE.md, tokenizer study).
   impl: str = 'xla'
 
   @nn.compact

@@ -1,7 +1,7 @@
 r"""The tokenizer study: trains architecture variants for a fixed wall-clock
 budget each and tabulates what a CPU budget buys.
 
-    python -m walt.tools.tokenizer_study --variants=baseline,patch4 \
+    python -m walt.tools.tokenizer_study --variants=quick_old,sprites_quick \
         --minutes=10 --out=/tmp/tokenizer_study [--data_dir=~/walt_data]
 
 Each variant is a tokenizer config file (with its variant argument) plus
@@ -47,6 +47,13 @@ _MEASURE_ONLY = flags.DEFINE_bool('measure_only', False,
 flags.mark_flags_as_required(['variants', 'out'])
 
 _SPRITES = 'tokenizer/sprites.py'
+# Every variant pins the fields it was measured with, so a rerun measures the
+# same thing after the sprites configs move on.
+_PATCH = {'model.patch_size': (4, 4, 4), 'model.channel_multipliers': (1,),
+          'model.temporal_downsample': (), 'model.spatial_downsample': (),
+          'model.num_res_blocks': 2, 'model.num_mid_blocks': 2,
+          'model.num_groups': 32, 'model.normalize': True,
+          'model.stem': 'space_to_depth', 'model.conv_impl': 'xla'}
 # The MAGVIT-v2 layout at sprites size (the default before the study).
 _MAGVIT_SMALL = {
     'model.patch_size': (1, 1, 1), 'model.channel_multipliers': (1, 2, 4, 4),
@@ -54,61 +61,67 @@ _MAGVIT_SMALL = {
     'model.spatial_downsample': (), 'model.base_channels': 32,
     'model.num_res_blocks': 1, 'model.num_mid_blocks': 1,
     'model.num_groups': 8, 'model.normalize': True,
-    'data.frames': 9, 'data.crop': (32, 32), 'batch_size': 4,
-    'optimizer.lr': 2e-3,
+    'model.latent_channels': 8, 'data.frames': 9, 'data.crop': (32, 32),
+    'batch_size': 4, 'optimizer.lr': 2e-3, 'loss.l1_weight': 0.0,
 }
-# name -> (config file, variant argument, overrides)
+# 64x64 patch layout as first measured: 128 wide, 8 channels, batch 8.
+_PATCH4 = {**_PATCH, 'model.base_channels': 128, 'model.latent_channels': 8,
+           'data.frames': 17, 'data.crop': (32, 32), 'batch_size': 8,
+           'optimizer.lr': 2e-3, 'loss.l1_weight': 0.0}
+# Quick (17x32x32) starting point of the study, and its second round.
+_Q0 = {**_PATCH, 'model.base_channels': 64, 'model.latent_channels': 8,
+       'data.frames': 17, 'batch_size': 8, 'optimizer.lr': 2e-3,
+       'loss.l1_weight': 0.0, 'ema_decay': 0.999}
+_Q0B2 = {**_Q0, 'batch_size': 2}
+_Q0B2LR = {**_Q0B2, 'optimizer.lr': 1e-3}
+_Q1 = {**_Q0B2LR, 'loss.l1_weight': 1.0, 'ema_decay': 0.99}
+_Q1W32 = {**_Q1, 'model.base_channels': 32}
+# name -> (config file, variant argument, overrides); WORKSPACE.md's table.
 VARIANTS = {
     # 64x64 data, evaluated on whole 17x64x64 validation clips.
     'magvit_small': (_SPRITES, 'default', _MAGVIT_SMALL),
     'magvit_small_im2col': (_SPRITES, 'default', {
         **_MAGVIT_SMALL, 'model.conv_impl': 'im2col'}),
-    'patch4': (_SPRITES, 'default', {}),
-    'patch4_im2col': (_SPRITES, 'default', {'model.conv_impl': 'im2col'}),
-    'patch4_haar': (_SPRITES, 'default', {'model.stem': 'haar'}),
-    'patch4_9frames': (_SPRITES, 'default', {'data.frames': 9,
-                                             'batch_size': 32}),
-    'patch4_w192': (_SPRITES, 'default', {'model.base_channels': 192}),
-    'patch4_lat16': (_SPRITES, 'default', {'model.latent_channels': 16}),
-    'patch8_lat16': (_SPRITES, 'default', {
-        'model.patch_size': (4, 8, 8), 'model.latent_channels': 16}),
+    'patch4': (_SPRITES, 'default', _PATCH4),
+    'patch4_im2col': (_SPRITES, 'default', {**_PATCH4,
+                                            'model.conv_impl': 'im2col'}),
     # 32x32 data (the quickstart's), evaluated on whole 17x32x32 clips.
-    'quick': (_SPRITES, 'quick', {}),
-    'quick_b2': (_SPRITES, 'quick', {'batch_size': 2}),
-    'quick_9f_b4': (_SPRITES, 'quick', {'batch_size': 4, 'data.frames': 9}),
-    'quick_b2_lr1e-3': (_SPRITES, 'quick', {'batch_size': 2,
-                                            'optimizer.lr': 1e-3}),
-    'quick_b2_haar': (_SPRITES, 'quick', {'batch_size': 2,
-                                          'model.stem': 'haar'}),
-    'quick_b2_affine': (_SPRITES, 'quick', {'batch_size': 2,
-                                            'model.normalize': False}),
-    'quick_b2_lr1e-3_lat16': (_SPRITES, 'quick', {
-        'batch_size': 2, 'optimizer.lr': 1e-3, 'model.latent_channels': 16}),
-    'quick_b2_lr1e-3_w128': (_SPRITES, 'quick', {
-        'batch_size': 2, 'optimizer.lr': 1e-3, 'model.base_channels': 128}),
-    'quick_b2_lr1e-3_l1': (_SPRITES, 'quick', {
-        'batch_size': 2, 'optimizer.lr': 1e-3, 'loss.l1_weight': 1.0}),
-    'quick_b2_lr1e-3_2lev': (_SPRITES, 'quick', {
-        'batch_size': 2, 'optimizer.lr': 1e-3, 'model.patch_size': (4, 2, 2),
-        'model.channel_multipliers': (1, 2), 'model.base_channels': 32,
-        'model.temporal_downsample': (False,),
-        'model.spatial_downsample': (True,), 'model.num_res_blocks': 1}),
-    'quick_b2_lr1e-3_w32': (_SPRITES, 'quick', {
-        'batch_size': 2, 'optimizer.lr': 1e-3, 'model.base_channels': 32}),
-    'quick_w32_b4': (_SPRITES, 'quick', {
-        'batch_size': 4, 'model.base_channels': 32}),
-    'quick_w32_lat16': (_SPRITES, 'quick', {
-        'model.base_channels': 32, 'model.latent_channels': 16}),
-    'quick_w32_lr2e-3': (_SPRITES, 'quick', {
-        'model.base_channels': 32, 'optimizer.lr': 2e-3}),
-    'quick_w32': (_SPRITES, 'quick', {'model.base_channels': 32}),
     'quick_old': (_SPRITES, 'quick', {
         'model.patch_size': (1, 1, 1), 'model.channel_multipliers': (1, 2, 4, 4),
         'model.temporal_downsample': (False, True, True),
         'model.spatial_downsample': (), 'model.base_channels': 8,
         'model.num_res_blocks': 1, 'model.num_mid_blocks': 1,
-        'model.num_groups': 8, 'model.normalize': False, 'data.frames': 9,
-        'batch_size': 8, 'optimizer.lr': 2e-3}),
+        'model.num_groups': 8, 'model.normalize': False,
+        'model.latent_channels': 8, 'data.frames': 9, 'batch_size': 8,
+        'optimizer.lr': 2e-3, 'loss.l1_weight': 0.0, 'ema_decay': 0.999}),
+    'quick': (_SPRITES, 'quick', _Q0),
+    'quick_b2': (_SPRITES, 'quick', _Q0B2),
+    'quick_9f_b4': (_SPRITES, 'quick', {**_Q0, 'batch_size': 4,
+                                        'data.frames': 9}),
+    'quick_b2_haar': (_SPRITES, 'quick', {**_Q0B2, 'model.stem': 'haar'}),
+    'quick_b2_affine': (_SPRITES, 'quick', {**_Q0B2,
+                                            'model.normalize': False}),
+    'quick_b2_lr1e-3': (_SPRITES, 'quick', _Q0B2LR),
+    'quick_b2_lr1e-3_lat16': (_SPRITES, 'quick', {
+        **_Q0B2LR, 'model.latent_channels': 16}),
+    'quick_b2_lr1e-3_l1': (_SPRITES, 'quick', {**_Q0B2LR,
+                                               'loss.l1_weight': 1.0}),
+    'quick_b2_lr1e-3_2lev': (_SPRITES, 'quick', {
+        **_Q0B2LR, 'model.patch_size': (4, 2, 2),
+        'model.channel_multipliers': (1, 2), 'model.base_channels': 32,
+        'model.temporal_downsample': (False,),
+        'model.spatial_downsample': (True,), 'model.num_res_blocks': 1}),
+    'quick_l1_w64': (_SPRITES, 'quick', _Q1),
+    'quick_l1_w128': (_SPRITES, 'quick', {**_Q1, 'model.base_channels': 128}),
+    'quick_l1_w32': (_SPRITES, 'quick', _Q1W32),
+    'quick_w32_b4': (_SPRITES, 'quick', {**_Q1W32, 'batch_size': 4}),
+    'quick_w32_lr2e-3': (_SPRITES, 'quick', {**_Q1W32,
+                                             'optimizer.lr': 2e-3}),
+    'quick_w32_lat16': (_SPRITES, 'quick', {**_Q1W32,
+                                            'model.latent_channels': 16}),
+    # The configs as they are now.
+    'sprites_quick': (_SPRITES, 'quick', {}),
+    'sprites_default': (_SPRITES, 'default', {}),
 }
 
 
