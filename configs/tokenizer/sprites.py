@@ -51,14 +51,17 @@ def get_config(arg=None):
   c.latent_stats.update({'num_examples': 512, 'batch_size': 8})
   if arg.variant == 'default':
     c.data.name = 'moving_sprites/17x64x64'
-    c.data.resolution, c.data.frames, c.data.crop = (64, 64), 17, (32, 32)
+    # Whole frames: the per-frame GroupNorm statistics depend on the frame
+    # size, so a tokenizer trained on 32x32 crops does not transfer to 64x64
+    # frames (20.7 dB whole vs 28.7 dB on crops, same checkpoint).
+    c.data.resolution, c.data.frames = (64, 64), 17
     # 16 latent channels (the paper's tokenizers have 8): 12x compression.
     c.model.update({'base_channels': 64, 'latent_channels': 16})
-    c.batch_size = 4
+    c.batch_size = 1
     c.optimizer.lr = 2e-3
-    c.total_steps = 10_000
+    c.total_steps = 7_000
     c.log_every, c.checkpoint_every = 250, 2_000
-    c.eval_every = c.summary_every = 10_000
+    c.eval_every = c.summary_every = 7_000
   elif arg.variant == 'quick':
     c.data.name = 'moving_sprites/17x32x32'
     c.data.resolution, c.data.frames = (32, 32), 17
