@@ -55,3 +55,31 @@ def trained(sprites_data_dir, tokenizer_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('denoiser'))
   config = _config(sprites_data_dir, tokenizer_dir)
   return workdir, config, denoiser_trainer.run(config, workdir)
+
+
+class CompileCounter:
+  """Counts XLA compilations (backend compiles and persistent-cache hits:
+  every call that missed jit's in-memory cache) while active."""
+
+  def __init__(self):
+    self.count = 0
+
+  def __enter__(self):
+    from jax import monitoring
+    self._on = True
+
+    def on_duration(event, duration, **kwargs):
+      del duration, kwargs
+      if self._on and event == '/jax/core/compile/backend_compile_duration':
+        self.count += 1
+
+    def on_event(event, **kwargs):
+      del kwargs
+      if self._on and event == '/jax/compilation_cache/cache_hits':
+        self.count += 1
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+    return self
+
+  def __exit__(self, *exc):
+    self._on = False  # listeners cannot be removed one by one

@@ -12,7 +12,7 @@ import pytest
 from walt.models import attention
 from walt.models import denoiser as dn
 from walt.train import denoiser_trainer
-from walt.train import state as state_lib
+from walt.parallel import sharding as sharding_lib
 
 GRID = (3, 4, 4)  # latent t, h, w
 
@@ -40,7 +40,7 @@ def _layer_fn(cfg, window):
   x = jnp.zeros((b, *GRID, d))
   cond = jnp.zeros((b, GRID[0], d))
   mod = jnp.zeros((b, GRID[0], 6 * d))
-  params = _randomize(state_lib.strip_boxes(
+  params = _randomize(sharding_lib.strip_boxes(
       layer.init(jax.random.key(0), x, cond, mod, None)['params']))
   cond = jax.random.normal(jax.random.key(5), cond.shape)
 
@@ -96,7 +96,7 @@ def test_packed_images_never_mix(tokens):
   model = dn.Denoiser(_config(num_layers=4))
   z = jax.random.normal(jax.random.key(0), (2, *GRID, 4))
   t = jnp.asarray([0.3, 0.6])
-  params = _randomize(state_lib.strip_boxes(
+  params = _randomize(sharding_lib.strip_boxes(
       model.init(jax.random.key(1), z, t)['params']))
   apply = jax.jit(lambda z: model.apply({'params': params}, z, t,
                                         labels=jnp.asarray([[0, 1, 2]] * 2),
@@ -111,7 +111,7 @@ def test_full_window_is_full_attention(tokens):
   window = cfg.windows()[1]
   assert window == GRID
   mod = attention.WindowAttention(cfg.num_heads, window, GRID)
-  params = _randomize(state_lib.strip_boxes(
+  params = _randomize(sharding_lib.strip_boxes(
       mod.init(jax.random.key(0), tokens, None)['params']))
   ours = mod.apply({'params': params}, tokens, None)
 
@@ -159,7 +159,7 @@ def test_starts_as_zero_and_scan_matches_unrolled():
   t = jnp.asarray([0.1, 0.9])
   labels = jnp.asarray([1, 5])
   scanned = dn.Denoiser(cfg)
-  params = state_lib.strip_boxes(scanned.init(jax.random.key(1), z,
+  params = sharding_lib.strip_boxes(scanned.init(jax.random.key(1), z,
                                               t)['params'])
   # Zero-init modulation and output layer: the untrained model predicts 0.
   np.testing.assert_array_equal(

@@ -7,19 +7,22 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
 import numpy as np
 import pytest
 
+from tests.conftest import CompileCounter
 from tests.conftest import TINY_DATASET
 from tests.test_tokenizer import _load_config
 from walt import config_lib
+from walt import inference
 from walt import sampler
 from walt.data import latent_cache
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.parallel import mesh as mesh_lib
 from walt.train import denoiser_trainer
-from walt.train import tokenizer_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 60
@@ -74,6 +77,29 @@ def test_loss_falls_and_eval_scores_every_class(trained):
           'class_samples.png'} <= set(files)
 
 
+def test_evaluation_compiles_once_per_job(trained, tmp_path):
+  """A second eval (and summary) of the same task compiles nothing: the
+  generator, tokenizer and their sampling functions live for the job."""
+  _, config, state = trained
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  task = denoiser_trainer.DenoiserTask(config, str(tmp_path), mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    task.evaluate(state, 1)
+    with CompileCounter() as second:
+      task.evaluate(state, 2)
+  assert second.count == 0
+
+
+def test_sized_config_takes_explicit_fields():
+  c = _load_config('configs/walt/ucf101.py', 'L')
+  assert denoiser_trainer.model_config(c).num_layers == 24
+  with c.unlocked():
+    c.model.num_layers = 12
+  cfg = denoiser_trainer.model_config(c)
+  assert (cfg.num_layers, cfg.width, cfg.num_heads) == (12, 1024, 16)
+
+
 def test_sampler_api_is_deterministic_and_conditional(trained):
   workdir, _, _ = trained
   gen = sampler.Generator.load(workdir)
@@ -121,7 +147,7 @@ def test_latent_cache_matches_on_the_fly_encoding_and_trains(
   source = latent_cache.LatentCacheSource(cache)
   assert len(source) == 20
   mesh = mesh_lib.create_mesh({'data': -1})
-  tok = tokenizer_trainer.TrainedTokenizer.load(tokenizer_dir, mesh)
+  tok = inference.load_tokenizer(tokenizer_dir, mesh)
   pixels = pipeline.data_source(pipeline.DataSpec.from_config(config.data))
   for i in (0, 13):
     ex = pixels[i]

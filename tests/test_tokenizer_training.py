@@ -4,13 +4,16 @@ learning, eval files, latent stats, checkpoint round trip, exact resume."""
 import json
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
+from tests.conftest import CompileCounter
 from tests.conftest import TINY_DATASET
 from tests.test_tokenizer import _load_config
 from walt import config_lib
+from walt import inference
 from walt.models import tokenizer as tok
 from walt.parallel import mesh as mesh_lib
 from walt.train import loop
@@ -69,7 +72,7 @@ def test_loss_falls_and_job_writes_its_files(uninterrupted):
                           'quick').model.latent_channels
   assert len(stats['mean']) == len(stats['std']) == channels
   assert all(s > 0 for s in stats['std'])
-  mean, std = tokenizer_trainer.load_latent_stats(uninterrupted)
+  mean, std = inference.load_latent_stats(uninterrupted)
   z = np.random.default_rng(0).normal(mean, std, size=(4000, channels))
   zn = np.asarray(tok.normalize(z, mean, std))
   np.testing.assert_allclose(zn.mean(0), 0, atol=0.1)
@@ -152,3 +155,24 @@ def test_eval_and_latent_stats_modes_use_the_latest_checkpoint(
   np.testing.assert_allclose(after['mean'], before['mean'], atol=1e-5)
   with pytest.raises(ValueError, match='unknown mode'):
     tokenizer_trainer.run(config, workdir, mode='sample')
+
+
+def test_evaluation_compiles_once_per_job(sprites_data_dir, uninterrupted,
+                                          tmp_path):
+  """Second eval, summaries and latent statistics compile nothing; the
+  inference tokenizer restores the EMA params without a trainer."""
+  workdir, state = uninterrupted
+  config = _config(sprites_data_dir, 30)
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  task = tokenizer_trainer.TokenizerTask(config, str(tmp_path), mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    first = task.evaluate(state, 1)
+    tokenizer_trainer.compute_latent_stats(task, state, 1)
+    with CompileCounter() as second:
+      again = task.evaluate(state, 2)
+      tokenizer_trainer.compute_latent_stats(task, state, 2)
+  assert second.count == 0
+  assert again == first
+  loaded = inference.load_tokenizer(workdir, mesh)
+  _assert_trees_equal(loaded.params, state.ema_params)

@@ -57,35 +57,38 @@ def _cast(value: str, default: Any, key: str) -> Any:
   return value
 
 
-def base_config() -> ConfigDict:
-  """Fields every job has (the public contract of `--config.<field>=`)."""
+def base_config(clips: bool = True, steps: bool = True) -> ConfigDict:
+  """Fields every job has (the public contract of `--config.<field>=`):
+  job, seed, batch size, mesh, data set. `clips`: the job reads clips of
+  `data.frames` x `data.resolution` from `data.split`; `steps`: it runs
+  `total_steps` steps, logging and checkpointing (an eval job has neither:
+  it reads the generator's clip shape and evaluates checkpoints)."""
   c = ConfigDict()
   c.job = ''  # which program `walt.main` runs (see walt/main.py)
   c.seed = 0
   c.batch_size = 8  # global, over all processes and devices
-  c.total_steps = 1000
-  c.log_every = 50
-  c.checkpoint_every = 1000
   c.mesh = ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
   c.logical_rules = ConfigDict()  # overrides of mesh.DEFAULT_RULES
   c.data = ConfigDict({
       'name': 'moving_sprites/17x64x64',
       'data_dir': ml_collections.FieldReference(None, field_type=str),
-      'split': 'train',
-      'frames': 17,
-      'resolution': (64, 64),
-      'image_fraction': 0.0,
       'build': True,  # generated data sets are built on first use
   })
+  if clips:
+    c.data.update({'split': 'train', 'frames': 17, 'resolution': (64, 64),
+                   'image_fraction': 0.0})
+  if steps:
+    c.total_steps = 1000
+    c.log_every = 50
+    c.checkpoint_every = 1000
   return c
 
 
-def trainer_config(job: str, variant: str = '') -> ConfigDict:
+def trainer_config(job: str) -> ConfigDict:
   """`base_config()` plus the fields every trainer on `walt.train.loop` reads
   (resume order, cadences, EMA, time slicing); trainers set their values."""
   c = base_config()
   c.job = job
-  c.variant = variant
   c.keep_checkpoints = 3
   c.eval_every = 0
   c.summary_every = 0
@@ -93,6 +96,9 @@ def trainer_config(job: str, variant: str = '') -> ConfigDict:
   c.resume = ''  # continue another run (state, data position, step)
   c.init_from = ''  # take params (and EMA) from a checkpoint, start at 0
   c.stop_at_step = 0  # > 0: stop (and checkpoint) there; rerun to resume
+  # Stop when this many consecutive logged steps have a non-finite loss
+  # (the optimizer skips non-finite updates meanwhile).
+  c.max_nonfinite_logs = 3
   c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
   return c
 
@@ -125,19 +131,21 @@ def validate(config: ConfigDict, num_devices: int | None = None,
   num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = (jax.process_count() if num_processes is None
                    else num_processes)
-  for field in ('seed', 'batch_size', 'total_steps', 'log_every',
-                'checkpoint_every', 'mesh', 'data'):
+  for field in ('seed', 'batch_size', 'mesh', 'data'):
     if field not in config:
       raise ValueError(f'config lacks the common field {field!r}; build '
                        'configs on walt.config_lib.base_config()')
-  for field in ('batch_size', 'total_steps', 'log_every', 'checkpoint_every'):
-    if config[field] <= 0:
+  step_fields = ('total_steps', 'log_every', 'checkpoint_every')
+  for field in ('batch_size',) + step_fields:
+    if field in config and config[field] <= 0:
       raise ValueError(f'{field}={config[field]} must be positive')
-  check_frames(config.data.frames)
-  height, width = _resolution(config.data.resolution)
-  if height % 8 or width % 8:
-    raise ValueError(f'data.resolution={config.data.resolution}: both sides '
-                     'must be divisible by 8 (the tokenizer downsamples 8x)')
+  if 'frames' in config.data:
+    check_frames(config.data.frames)
+    height, width = _resolution(config.data.resolution)
+    if height % 8 or width % 8:
+      raise ValueError(f'data.resolution={config.data.resolution}: both '
+                       'sides must be divisible by 8 (the tokenizer '
+                       'downsamples 8x)')
   shape = dict(zip(mesh_lib.MESH_AXES, mesh_lib.resolve_mesh_shape(
       config.mesh.to_dict(), num_devices)))
   rules = mesh_lib.rules_from_config(config.get('logical_rules', {}))

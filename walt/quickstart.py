@@ -5,7 +5,8 @@ r"""The whole W.A.L.T pipeline on moving_sprites, in minutes on a CPU.
 1. builds moving_sprites/17x32x32 (`WORKDIR/data`),
 2. trains the quickstart tokenizer and its latent statistics
    (`configs/tokenizer/sprites.py:quick` -> `WORKDIR/tokenizer`),
-3. trains a class-conditional W.A.L.T denoiser on its latents
+3. encodes the training clips once (`WORKDIR/latents`) and trains a
+   class-conditional W.A.L.T denoiser on those latents
    (`configs/walt/sprites.py:quick` -> `WORKDIR/denoiser`),
 4. samples every class and scores the samples with the data set's oracle
    classifier (`walt.data.sprites.classify`),
@@ -35,6 +36,8 @@ import tensorflow_datasets as tfds
 from walt import config_lib
 from walt import jobs
 from walt.data import build
+from walt.data import latent_cache
+from walt.evaluation import results as results_lib
 from walt.train import metrics as metrics_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything goes.')
@@ -61,13 +64,6 @@ def _stage(name: str, started: float) -> None:
   message = f'[quickstart {time.time() - started:5.0f} s] {name}'
   logging.info(message)
   print(message, flush=True)
-
-
-def _read_results(workdir: str) -> dict:
-  eval_dir = os.path.join(workdir, 'eval')
-  step = max(int(s) for s in os.listdir(eval_dir) if s.isdigit())
-  with open(os.path.join(eval_dir, str(step), 'results.json')) as f:
-    return json.load(f)
 
 
 def _quiet_logging(workdir: str) -> str:
@@ -99,6 +95,7 @@ def _run_stages(workdir: str, started: float, stage: list) -> dict:
   data_dir = os.path.join(workdir, 'data')
   tok_dir = os.path.join(workdir, 'tokenizer')
   den_dir = os.path.join(workdir, 'denoiser')
+  cache_dir = os.path.join(workdir, 'latents')
 
   tok_config = load_config(TOKENIZER_CONFIG, 'quick')
   den_config = load_config(DENOISER_CONFIG, 'quick')
@@ -107,22 +104,28 @@ def _run_stages(workdir: str, started: float, stage: list) -> dict:
   with den_config.unlocked():
     den_config.data.data_dir = data_dir
     den_config.tokenizer.workdir = tok_dir
+    # The denoiser reads latents encoded once (its own step is cheaper than
+    # encoding a batch on the fly).
+    den_config.latents.cache = cache_dir
 
-  _stage(f'1/4 building {tok_config.data.name} in {data_dir}', started)
+  _stage(f'1/5 building {tok_config.data.name} in {data_dir}', started)
   with contextlib.redirect_stdout(io.StringIO()) as tfds_prints:
     build.ensure_built(tok_config.data.name, data_dir)
   logging.info('tfds: %s', tfds_prints.getvalue())
-  _stage(f'2/4 training the tokenizer in {tok_dir}', started)
+  _stage(f'2/5 training the tokenizer in {tok_dir}', started)
   stage[0] = 'tokenizer'
   _run_job(tok_config, tok_dir)
-  _stage(f'3/4 training the denoiser in {den_dir} (and sampling every class '
+  if not os.path.exists(os.path.join(cache_dir, latent_cache.METADATA)):
+    _stage(f'3/5 encoding the training clips once into {cache_dir}', started)
+    _run_job(den_config, den_dir, mode='cache_latents')
+  _stage(f'4/5 training the denoiser in {den_dir} (and sampling every class '
          'at the end)', started)
   stage[0] = 'denoiser'
   _run_job(den_config, den_dir)
-  _stage('4/4 collecting the scores', started)
+  _stage('5/5 collecting the scores', started)
 
-  tok_results = _read_results(tok_dir)
-  den_results = _read_results(den_dir)
+  tok_results = results_lib.read_results(tok_dir)
+  den_results = results_lib.read_results(den_dir)
   summary = {
       'tokenizer_psnr': tok_results['psnr'],
       'tokenizer_ssim': tok_results['ssim'],

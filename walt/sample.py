@@ -8,7 +8,7 @@ grid (a row of frames per sample) and `samples.json` (labels, settings) to
 `--out`. Without `--class_label`, class-conditional models sample classes
 0, 1, 2, ... in turn. `--guidance` is the classifier-free guidance scale w
 (v = v_uncond + w (v_cond - v_uncond); 1 = no guidance). The Python API is
-`walt.sampler.Generator`.
+`walt.inference.Generator`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from walt import sampler
+from walt import inference
 from walt.data import video_ops
 from walt.parallel import distributed
-from walt.train import metrics
+from walt import media
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Denoiser workdir.')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
@@ -54,30 +54,24 @@ def sample_labels(num_classes: int, num_samples: int,
   return np.arange(num_samples, dtype=np.int32) % num_classes
 
 
-def generate(gen: sampler.Generator, labels, num_samples: int, *, steps: int,
-             guidance: float, eta: float, seed: int, batch_size: int
-             ) -> np.ndarray:
+def generate(gen: inference.Generator, labels, num_samples: int, *,
+             steps: int, guidance: float, eta: float, seed: int,
+             batch_size: int) -> np.ndarray:
   """Videos `[n, T, H, W, 3]` in [-1, 1], `batch_size` at a time."""
-  out = []
-  for i in range(0, num_samples, batch_size):
-    n = min(batch_size, num_samples - i)
-    kw = dict(seed=seed + i, steps=steps, eta=eta, guidance=guidance)
-    if labels is None:
-      out.append(gen.sample(num_samples=n, **kw))
-    else:
-      out.append(gen.sample(labels[i:i + n], **kw))
-  return np.concatenate(out)
+  return gen.sample_many(labels, num_samples=num_samples if labels is None
+                         else None, batch_size=batch_size, seed=seed,
+                         steps=steps, eta=eta, guidance=guidance)
 
 
 def main(argv):
   del argv
   distributed.initialize_from_flags()
-  gen = sampler.Generator.load(_WORKDIR.value)
+  gen = inference.load_denoiser(_WORKDIR.value)
   labels = sample_labels(gen.num_classes, _NUM.value, _CLASS.value)
   videos = generate(gen, labels, _NUM.value, steps=_STEPS.value,
                     guidance=_GUIDANCE.value, eta=_ETA.value,
                     seed=_SEED.value, batch_size=_BATCH.value)
-  paths = metrics.save_videos(_OUT.value, 'sample',
+  paths = media.save_videos(_OUT.value, 'sample',
                               video_ops.to_uint8(videos), _FPS.value)
   info = {'workdir': os.path.abspath(_WORKDIR.value),
           'labels': None if labels is None else labels.tolist(),

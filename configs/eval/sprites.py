@@ -13,15 +13,14 @@ continuation next to a copy-last-frame baseline.
 import os
 
 from walt import config_lib
-from walt.evaluation import eval_job
+from walt import defaults
 
 
 def get_config(arg=None):
   config_lib.parse_arg(arg)
-  c = eval_job.default_config('sprites')
+  c = defaults.evaluation('sprites')
   c.generator_workdir = os.path.expanduser('~/walt_runs/walt_sprites')
-  c.data.update({'name': 'moving_sprites/17x64x64', 'frames': 9,
-                 'resolution': (64, 64),
+  c.data.update({'name': 'moving_sprites/17x64x64',
                  'data_dir': os.path.expanduser('~/walt_data')})
   c.num_samples = 96
   c.batch_size = 48

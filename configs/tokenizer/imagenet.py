@@ -7,12 +7,12 @@ weights can initialise a video tokenizer by inflation
 """
 
 from walt import config_lib
-from walt.train import tokenizer_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default', runlocal=False)
-  c = tokenizer_trainer.default_config(arg.variant)
+  c = defaults.tokenizer()
   c.data.name = 'imagenet_folder/1x256x256'
   c.data.build = False
   c.data.frames, c.data.resolution = 1, (256, 256)

@@ -4,12 +4,12 @@ r"""The paper's Kinetics-600 video tokenizer: 17x128x128 -> 5x16x16x8.
 """
 
 from walt import config_lib
-from walt.train import tokenizer_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default', runlocal=False)
-  c = tokenizer_trainer.default_config(arg.variant)
+  c = defaults.tokenizer()
   c.data.name = 'kinetics600/17x128x128'
   c.data.build = False
   c.data.frames, c.data.resolution = 17, (128, 128)

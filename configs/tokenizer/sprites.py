@@ -26,12 +26,12 @@ quickstart size (17x32x32, 32 wide, batch 2, 3k steps, ~3 min).
 import os
 
 from walt import config_lib
-from walt.train import tokenizer_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default')
-  c = tokenizer_trainer.default_config(arg.variant)
+  c = defaults.tokenizer()
   c.data.data_dir = os.path.expanduser('~/walt_data')
   c.model.update({'patch_size': (4, 4, 4), 'channel_multipliers': (1,),
                   'temporal_downsample': (), 'num_res_blocks': 2,

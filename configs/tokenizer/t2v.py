@@ -7,7 +7,7 @@ own tokenizer at its resolution):
 """
 
 from walt import config_lib
-from walt.train import tokenizer_trainer
+from walt import defaults
 
 _RESOLUTION = {'base': (128, 128), 'sr1': (256, 448), 'sr2': (512, 896)}
 
@@ -16,7 +16,7 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, stage='base', runlocal=False)
   if arg.stage not in _RESOLUTION:
     raise ValueError(f'stage={arg.stage!r}: one of {sorted(_RESOLUTION)}')
-  c = tokenizer_trainer.default_config(f'stage={arg.stage}')
+  c = defaults.tokenizer()
   c.data.name = f'webvideo/{arg.stage}'
   c.data.build = False
   c.data.frames, c.data.resolution = 17, _RESOLUTION[arg.stage]

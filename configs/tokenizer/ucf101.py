@@ -7,12 +7,12 @@ Needs a UCF-101 tfds build (`data.name`); batch 256, Adam(0, 0.99) at 1e-4.
 """
 
 from walt import config_lib
-from walt.train import tokenizer_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default', runlocal=False)
-  c = tokenizer_trainer.default_config(arg.variant)
+  c = defaults.tokenizer()
   c.data.name = 'ucf101/17x128x128'
   c.data.build = False
   c.data.frames, c.data.resolution = 17, (128, 128)

@@ -10,12 +10,12 @@ Paper: FID 2.56, IS 215.1 (50k samples, 50 DDIM steps, no guidance).
 """
 
 from walt import config_lib
-from walt.train import denoiser_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='L')
-  c = denoiser_trainer.default_config(arg.variant)
+  c = defaults.denoiser()
   c.data.name = 'imagenet_folder/1x256x256'
   c.data.frames, c.data.resolution = 1, (256, 256)
   c.model.size = 'L'

@@ -11,12 +11,12 @@ Kinetics-600 builder arrives with the evaluation issue.
 """
 
 from walt import config_lib
-from walt.train import denoiser_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='L')
-  c = denoiser_trainer.default_config(arg.variant)
+  c = defaults.denoiser()
   c.data.name = 'kinetics600/17x128x128'
   c.data.frames, c.data.resolution = 17, (128, 128)
   c.model.size = 'L'

@@ -19,12 +19,12 @@ Default: the quality config (17x64x64 data, latent 3x16x16x16, tokens
 import os
 
 from walt import config_lib
-from walt.train import denoiser_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='default')
-  c = denoiser_trainer.default_config(arg.variant)
+  c = defaults.denoiser()
   c.data.data_dir = os.path.expanduser('~/walt_data')
   c.data.frames = 9
   c.data.image_fraction = 0.25

@@ -11,14 +11,14 @@ Variants: L (24 layers, 1024 wide, 313M params; the ablation model) and XL
 """
 
 from walt import config_lib
-from walt.train import denoiser_trainer
+from walt import defaults
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, variant='XL')
   if arg.variant not in ('L', 'XL'):
     raise ValueError(f'unknown variant {arg.variant!r}: L, XL')
-  c = denoiser_trainer.default_config(arg.variant)
+  c = defaults.denoiser()
   c.data.name = 'ucf101/17x128x128'
   c.data.frames, c.data.resolution = 17, (128, 128)
   c.data.image_fraction = 0.0

@@ -23,7 +23,7 @@ from walt.data import pipeline
 from walt.data import video_ops
 from walt.parallel import distributed
 from walt.parallel import mesh as mesh_lib
-from walt.train import metrics as metrics_lib
+from walt import media
 
 
 def run(config, workdir: str, mode: str = 'train') -> None:
@@ -44,7 +44,7 @@ def run(config, workdir: str, mode: str = 'train') -> None:
       video = np.asarray(multihost_utils.process_allgather(
           batch['video'], tiled=True))
       mediapy.write_image(os.path.join(workdir, 'data_preview.png'),
-                          metrics_lib.frame_grid(video_ops.to_uint8(video[:8])))
+                          media.frame_grid(video_ops.to_uint8(video[:8])))
     if step % config.log_every == 0 or step == config.total_steps:
       jax.block_until_ready(batch)
       rate = examples / (time.time() - start)

@@ -217,6 +217,10 @@ class GlobalBatchIterator:
   def __iter__(self) -> Iterator[dict[str, jax.Array]]:
     return self
 
+  def __len__(self) -> int:
+    """Batches in one pass (finite data sets)."""
+    return len(self._dataset)
+
   def next_host_batch(self) -> dict[str, np.ndarray]:
     return next(self._iterator)
 
@@ -253,3 +257,35 @@ def make_iterator(spec: DataSpec, mesh: jax.sharding.Mesh, *,
   ds = make_dataset(spec, global_batch_size=global_batch_size, seed=seed,
                     source=source)
   return GlobalBatchIterator(ds, mesh, rules, spec.num_threads, spec.prefetch)
+
+
+def eval_batches(data: ml_collections.ConfigDict, *, batch_size: int,
+                 num_examples: int | None, seed: int = 0,
+                 mesh: jax.sharding.Mesh | None = None,
+                 rules: mesh_lib.LogicalRules = mesh_lib.DEFAULT_RULES,
+                 **overrides) -> Iterator[dict[str, Any]]:
+  """One ordered pass over a split of `data` for evaluation: no shuffling,
+  centred (no random) crops of whole frames (`crop=None`), videos only;
+  `overrides` set other `DataSpec` fields (split, frames, ...). Stops after
+  `num_examples // batch_size` batches (at least one; all if None).
+
+  With a `mesh`: global batches sharded over its batch axes, each process
+  reading its own slice. Without: host numpy batches, every process reading
+  all of them (scores computed identically everywhere).
+  """
+  fields = dict(crop=None, shuffle=False, random_crop=False, num_epochs=1,
+                image_fraction=0.0)
+  fields.update(overrides)
+  spec = DataSpec.from_config(data, **fields)
+  if mesh is None:
+    ds = make_dataset(spec, global_batch_size=batch_size, seed=seed,
+                      process_index=0, process_count=1)
+    count, batches = len(ds), iter(ds)
+  else:
+    batches = make_iterator(spec, mesh, global_batch_size=batch_size,
+                            seed=seed, rules=rules)
+    count = len(batches)
+  if num_examples is not None:
+    count = min(count, max(num_examples // batch_size, 1))
+  for _ in range(count):
+    yield next(batches)

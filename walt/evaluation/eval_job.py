@@ -26,46 +26,16 @@ import time
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
 from walt import config_lib
-from walt.evaluation import reconstruction
-from walt.train import checkpoint as ckpt_lib
+from walt import defaults
+from walt.evaluation import results as results_lib
+from walt import checkpoint as ckpt_lib
 
-TASKS = ('ucf101', 'k600_frame_prediction', 'imagenet', 'sprites')
-
-
-def default_config(task: str) -> ml_collections.ConfigDict:
-  if task not in TASKS:
-    raise ValueError(f'unknown eval task {task!r}: {TASKS}')
-  c = config_lib.base_config()
-  c.job = 'eval'
-  c.task = task
-  c.generator_workdir = ''  # the trained denoiser's workdir
-  c.step = 0  # 0: the latest checkpoint (and every later one when polling)
-  c.poll_seconds = 0  # > 0: poll the generator workdir for new checkpoints
-  c.stop_at_step = 0  # polling ends once this step is evaluated (0: never)
-  c.num_samples = 10_000  # per repeat
-  c.repeats = 1
-  c.batch_size = 16  # samples per sampler call (global)
-  c.sampler = ml_collections.ConfigDict(
-      {'steps': 50, 'guidance': 1.0, 'eta': 0.0})
-  c.features = ml_collections.ConfigDict({
-      'weights': '',  # converted feature-network weights (.npz)
-      'resize_method': 'tf1',  # I3D input resize (FVD reference: TF1 grid)
-      'batch_size': 8,
-  })
-  c.cond_frames = 0  # frame prediction: given frames
-  c.eval_frames = 16  # frames scored (FVD clips)
-  c.reference = ml_collections.ConfigDict({
-      'stats': '',  # precomputed reference statistics (.npz with mu, sigma)
-      'split': 'train',
-      'num_examples': 0,  # 0: as many as num_samples
-  })
-  c.save_samples = False  # write the samples as samples.npz (uint8)
-  c.data.build = False
-  return c
+TASKS = defaults.EVAL_TASKS
+# Kept for config files that call it from here.
+default_config = defaults.evaluation
 
 
 def check_config(config, mesh_shape) -> None:
@@ -155,12 +125,13 @@ def run(config, workdir: str, mode: str = 'eval'):
     raise ValueError(f'--mode={mode}: the eval job has mode eval only')
   from walt.evaluation import tasks  # pylint: disable=g-import-not-at-top
   results = {}
+  evaluator = tasks.Evaluator(config)
   for step in steps_to_evaluate(config, workdir):
     started = time.time()
-    metrics, num_samples, protocol = tasks.evaluate(config, step, workdir)
+    metrics, num_samples, protocol = evaluator(step, workdir)
     protocol['seconds'] = round(time.time() - started, 1)
-    path = reconstruction.write_results(workdir, step, metrics, num_samples,
-                                        protocol)
+    path = results_lib.write_results(workdir, step, metrics, num_samples,
+                                     protocol)
     logging.info('step %d: %s -> %s', step, metrics, path)
     results[step] = metrics
     if jax.process_index() == 0:

@@ -1,5 +1,5 @@
-"""Reconstruction quality: PSNR and SSIM of videos, and the held-out
-evaluator that writes `WORKDIR/eval/<step>/results.json`.
+"""Reconstruction quality: PSNR and SSIM of videos, and their mean over a
+held-out pass.
 
 Both metrics are computed per frame on values mapped to [0, 1] (clipped), as
 in image-codec practice, then averaged over frames and clips. SSIM uses the
@@ -8,8 +8,6 @@ standard 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, per channel.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Callable, Iterable
 
 import jax
@@ -78,18 +76,3 @@ def evaluate(reconstruct: Callable[[jax.Array], jax.Array],
   p, s = np.concatenate(psnrs), np.concatenate(ssims)
   return {'psnr': float(p.mean()), 'ssim': float(s.mean()),
           'psnr_std': float(p.std()), 'num_samples': int(p.size)}
-
-
-def write_results(workdir: str, step: int, metrics: dict[str, float],
-                  num_samples: int, protocol: dict[str, Any]) -> str:
-  """`WORKDIR/eval/<step>/results.json` = {metrics, num_samples, protocol},
-  with the headline metrics also at the top level."""
-  directory = os.path.join(workdir, 'eval', str(step))
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, 'results.json')
-  record = {**metrics, 'metrics': metrics, 'num_samples': num_samples,
-            'step': step, 'protocol': protocol}
-  if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      json.dump(record, f, indent=2, default=str)
-  return path

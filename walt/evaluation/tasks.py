@@ -15,11 +15,13 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from walt import sampler as sampler_lib
+from walt import checkpoint as ckpt_lib
 from walt.data import pipeline
 from walt.data import video_ops
-from walt.evaluation import i3d, inception, reconstruction, sprites_features
+from walt.evaluation import i3d, inception, oracle, reconstruction
+from walt.evaluation import sprites_features
 from walt.evaluation import resize, stats, weights
+from walt.inference import generator as generator_lib
 from walt.parallel import mesh as mesh_lib
 
 
@@ -74,17 +76,15 @@ class FeatureNet:
 def map_batches(fn, x: np.ndarray, mesh, batch_size: int):
   """`fn` over `x` in batch-sharded chunks of `batch_size` (padded to the
   batch sharding); every process gets every output (numpy)."""
-  parallel = mesh_lib.batch_parallelism(mesh)
-  batch_size = -(-batch_size // parallel) * parallel
+  batch_size = mesh_lib.padded_batch_size(batch_size, mesh)
   sharding = mesh_lib.batch_sharding(mesh)
   outs = []
   for i in range(0, len(x), batch_size):
     chunk = x[i:i + batch_size]
     n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
     with jax.set_mesh(mesh):
-      y = fn(mesh_lib.put_global(chunk, sharding))
+      y = fn(mesh_lib.put_global(mesh_lib.pad_batch(chunk, batch_size),
+                                 sharding))
     outs.append(jax.tree.map(lambda a: mesh_lib.fetch(a)[:n], y))
   return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
@@ -92,20 +92,16 @@ def map_batches(fn, x: np.ndarray, mesh, batch_size: int):
 # ------------------------------------------------------------ data and sampling
 
 
-def real_batches(config, gen: sampler_lib.Generator, split: str, frames: int,
-                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def real_batches(config, gen: generator_lib.Generator, split: str,
+                 frames: int, batch_size: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
   """Host batches of real clips (`video` `[b, frames, H, W, 3]` in [-1, 1],
   `label` `[b]`) in a fixed order, one pass; every process reads all of them
   (the scores are computed on every process from the same arrays)."""
-  data = gen.data_config
-  spec = pipeline.DataSpec.from_config(
-      config.data, split=split, frames=frames, resolution=data.resolution,
-      crop=None, image_fraction=0.0, shuffle=False, random_crop=False,
-      num_epochs=1, build=config.data.build)
-  ds = pipeline.make_dataset(spec, global_batch_size=batch_size,
-                             seed=config.seed, process_index=0,
-                             process_count=1)
-  for batch in ds:
+  for batch in pipeline.eval_batches(
+      config.data, batch_size=batch_size, num_examples=None, seed=config.seed,
+      split=split, frames=frames, resolution=gen.data_config.resolution,
+      build=config.data.build):
     yield {'video': np.asarray(batch['video'], np.float32),
            'label': np.asarray(batch['label'])[:, 0]}
 
@@ -135,13 +131,15 @@ def sampler_protocol(config) -> dict:
           'seed': config.seed}
 
 
-def generate(config, gen, labels, seed: int, **kwargs) -> Iterator[np.ndarray]:
-  """Videos `[b, T, H, W, 3]` for `labels`, `config.batch_size` at a time."""
-  for i in range(0, len(labels), config.batch_size):
-    yield gen.sample(labels[i:i + config.batch_size],
-                     seed=seed * 1_000_003 + i, **sample_kwargs(config),
-                     **{k: v[i:i + config.batch_size] for k, v in
-                        kwargs.items()})
+def generate(config, gen, labels, seed: int, cond_latent=None,
+             cond_mask=None) -> Iterator[np.ndarray]:
+  """Videos `[b, T, H, W, 3]` for `labels` (or one per `cond_latent`),
+  `config.batch_size` at a time."""
+  n = len(labels) if labels is not None else len(cond_latent)
+  return gen.sample_chunks(
+      labels, num_samples=None if labels is not None else n,
+      batch_size=config.batch_size, seed=seed, cond_latent=cond_latent,
+      cond_mask=cond_mask, **sample_kwargs(config))
 
 
 def frame_condition(gen, videos: np.ndarray, cond_frames: int
@@ -302,15 +300,13 @@ def sprites(config, gen, workdir, step):
   (cond_frames > 0) PSNR/SSIM of predicted frames with a copy-last-frame
   baseline. Nothing downloaded."""
   del workdir, step
-  from walt.train import denoiser_trainer  # pylint: disable=g-import-not-at-top
   metrics, protocol = {}, {'task': 'sprites', 'data': config.data.name,
                            'generator': config.generator_workdir,
                            **sampler_protocol(config)}
   if gen.num_classes:
     labels = np.arange(config.num_samples) % gen.num_classes
     videos = np.concatenate(list(generate(config, gen, labels, seed=0)))
-    metrics.update(denoiser_trainer.score_samples(config.data.name, videos,
-                                                  labels))
+    metrics.update(oracle.score_samples(config.data.name, videos, labels))
     protocol['oracle'] = 'walt.data.sprites.classify (analytic)'
     if config.features.weights:
       # Frechet distance on the sprites network's features: not FVD.
@@ -354,15 +350,44 @@ def _psnr_ssim(truth, pred) -> dict[str, float]:
 
 def _net(config, mesh, kind: str) -> FeatureNet:
   f = config.features
-  return FeatureNet(kind, f.weights, mesh, f.resize_method, f.batch_size)
+  return _feature_net(kind, f.weights, mesh, f.resize_method, f.batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _feature_net(kind, weights_path, mesh, resize_method, batch_size):
+  """Built (weights read, function compiled) once per job, not per
+  checkpoint a polling eval job scores."""
+  return FeatureNet(kind, weights_path, mesh, resize_method, batch_size)
 
 
 EVALUATORS = {'ucf101': ucf101, 'k600_frame_prediction': k600_frame_prediction,
               'imagenet': imagenet, 'sprites': sprites}
 
 
+class Evaluator:
+  """The eval task of `config` at any checkpoint step of its generator:
+  the generator is loaded once, later steps restore params into it (its
+  sampling functions compile once per job)."""
+
+  def __init__(self, config):
+    self.config = config
+    self.mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+    self.gen = None
+
+  def generator(self, step: int) -> generator_lib.Generator:
+    if self.gen is None:
+      self.gen = generator_lib.Generator.load(
+          self.config.generator_workdir, mesh=self.mesh, step=step)
+    else:
+      directory, _ = ckpt_lib.split_path(self.config.generator_workdir)
+      self.gen.restore(os.path.join(directory, str(step)))
+    return self.gen
+
+  def __call__(self, step: int, workdir: str):
+    return EVALUATORS[self.config.task](self.config, self.generator(step),
+                                        workdir, step)
+
+
 def evaluate(config, step: int, workdir: str):
-  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
-  gen = sampler_lib.Generator.load(config.generator_workdir, mesh=mesh,
-                                   step=step)
-  return EVALUATORS[config.task](config, gen, workdir, step)
+  """One evaluation (a fresh `Evaluator`)."""
+  return Evaluator(config)(step, workdir)

@@ -76,9 +76,18 @@ class DenoiserConfig:
   def from_config(cls, model, latent_shape: Sequence[int]) -> 'DenoiserConfig':
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in model.to_dict().items() if k in fields}
-    if model.get('size'):
-      layers, width, heads = SIZES[model.size]
-      values.update(num_layers=layers, width=width, num_heads=heads)
+    size = model.get('size')
+    if size:
+      if size not in SIZES:
+        raise ValueError(f'model.size={size!r}: one of {sorted(SIZES)}')
+      # The size fills what is left at 0; explicit values win.
+      for key, value in zip(('num_layers', 'width', 'num_heads'),
+                            SIZES[size]):
+        if not values.get(key):
+          values[key] = value
+    for key in ('num_layers', 'width', 'num_heads'):
+      if values.get(key, 1) <= 0:
+        raise ValueError(f'model.{key}={values[key]}: set it or model.size')
     for key in ('spatial_window', 'spatiotemporal_window'):
       values[key] = tuple(values[key])
     return cls(latent_shape=tuple(latent_shape), **values)

@@ -135,6 +135,22 @@ def batch_parallelism(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
+def padded_batch_size(n: int, mesh: Mesh,
+                      rules: LogicalRules = DEFAULT_RULES) -> int:
+  """`n` rounded up to a multiple of the batch parallelism."""
+  parallel = batch_parallelism(mesh, rules)
+  return -(-n // parallel) * parallel
+
+
+def pad_batch(x, size: int):
+  """Host array (or None) `[n, ...]` -> `[size, ...]`, repeating row 0 (so
+  padding rows are valid inputs; callers drop them from the outputs)."""
+  if x is None or len(x) >= size:
+    return x
+  x = np.asarray(x)
+  return np.concatenate([x, np.repeat(x[:1], size - len(x), axis=0)])
+
+
 def put_global(x, sharding: NamedSharding) -> jax.Array:
   """A global array placed like `sharding` from a host array that every
   process holds in full (same values on each; e.g. seeded noise). Each process

@@ -35,8 +35,8 @@ from walt import config_lib
 from walt.data import build  # noqa: F401  (defines --data_dir)
 from walt.parallel import mesh as mesh_lib
 from walt.train import loop
-from walt.train import state as state_lib
 from walt.train import tokenizer_trainer
+from walt.parallel import sharding as sharding_lib
 
 _VARIANTS = flags.DEFINE_list('variants', None, 'Names from VARIANTS.')
 _MINUTES = flags.DEFINE_float('minutes', 10.0, 'Training budget per variant.')
@@ -163,7 +163,7 @@ def measure_step(config, repeats: int) -> dict:
   batch = {'video': jnp.zeros((config.batch_size, config.data.frames, height,
                                width, 3), jnp.float32)}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = state_lib.init_sharded(task.init_state, mesh, rules,
+    state = sharding_lib.init_sharded(task.init_state, mesh, rules,
                                    jax.random.key(0))[0]
     step = jax.jit(task.train_step, donate_argnums=(0,))
     compiled = step.lower(state, batch).compile()

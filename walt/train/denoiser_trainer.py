@@ -16,49 +16,34 @@ Modes (`python -m walt.main --mode=...`):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from walt import sampler as sampler_lib
 from walt.data import latent_cache
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.diffusion import objectives
 from walt.diffusion import schedule as sched_lib
-from walt.evaluation import reconstruction
+from walt.evaluation import oracle
+from walt.evaluation import results as results_lib
+from walt.inference import generator as generator_lib
+from walt.inference import tokenizer as tokenizer_lib
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
+from walt import defaults
 from walt.train import loop
-from walt.train import metrics as metrics_lib
+from walt import media
 from walt.train import state as state_lib
-from walt.train import tokenizer_trainer
+from walt.parallel import sharding as sharding_lib
 
 
-def latent_shape(config) -> tuple[int, int, int, int]:
-  """Latent `(t, h, w, c)` of `config.data` clips under the tokenizer's
-  compression factors (checked against the trained tokenizer when loaded)."""
-  t = config.tokenizer
-  frames = config.data.frames
-  height, width = config.data.resolution
-  if t.temporal_factor > 1 and (frames - 1) % t.temporal_factor:
-    raise ValueError(f'data.frames={frames} is not 1 + {t.temporal_factor}k')
-  if height % t.spatial_factor or width % t.spatial_factor:
-    raise ValueError(f'data.resolution={config.data.resolution} is not '
-                     f'divisible by {t.spatial_factor}')
-  return (1 + (frames - 1) // t.temporal_factor, height // t.spatial_factor,
-          width // t.spatial_factor, t.latent_channels)
-
-
-def model_config(config) -> denoiser_lib.DenoiserConfig:
-  return denoiser_lib.DenoiserConfig.from_config(config.model,
-                                                 latent_shape(config))
+latent_shape = generator_lib.latent_shape
+model_config = generator_lib.model_config
 
 
 def check_config(config, mesh_shape) -> None:
@@ -93,16 +78,14 @@ class DenoiserTask:
     self.objective = objectives.ObjectiveConfig.from_config(
         config.diffusion, self.model_config.num_classes)
     self.tx = loop.make_optimizer(config.optimizer, config.total_steps)
-    self.tokenizer = tokenizer or tokenizer_trainer.TrainedTokenizer.load(
+    self.tokenizer = tokenizer or tokenizer_lib.load_tokenizer(
         config.tokenizer.workdir, mesh)
-    expected = self.tokenizer.latent_shape(config.data.frames,
-                                           *config.data.resolution)
-    if tuple(expected) != self.model_config.latent_shape:
-      raise ValueError(
-          f'the tokenizer in {config.tokenizer.workdir} gives latents '
-          f'{tuple(expected)}, config.tokenizer factors give '
-          f'{self.model_config.latent_shape}: fix config.tokenizer')
+    generator_lib.check_tokenizer(self.tokenizer, config,
+                                  self.model_config.latent_shape)
     self.cached = bool(config.latents.cache)
+    # One generator for the job: its sampling functions compile once.
+    self._generator = generator_lib.Generator(
+        self.model, None, self.schedule, self.tokenizer, mesh, rules)
 
   @classmethod
   def from_workdir(cls, config, workdir: str, mesh) -> 'DenoiserTask':
@@ -165,13 +148,13 @@ class DenoiserTask:
 
   # ------------------------------------------------------------------ hooks
   def eval_params(self, state):
-    return state.ema_params if state.ema_params is not None else state.params
+    return loop.eval_params(state)
 
   def generator(self, state, use_ema: bool = True
-                ) -> sampler_lib.Generator:
+                ) -> generator_lib.Generator:
+    """The job's generator holding `state`'s (EMA) params."""
     params = self.eval_params(state) if use_ema else state.params
-    return sampler_lib.Generator(self.model, params, self.schedule,
-                                 self.tokenizer, self.mesh, self.rules)
+    return self._generator.with_params(params)
 
   def restore_latest(self):
     return loop.restore_latest(self, self.config, self.workdir, self.mesh,
@@ -191,11 +174,10 @@ class DenoiserTask:
       return None
     gen = self.generator(state)
     started = time.time()
-    videos = np.concatenate([
-        gen.sample(labels[i:i + e.batch_size], seed=self.config.seed + 1 + i,
-                   steps=e.steps, eta=e.eta, guidance=e.guidance)
-        for i in range(0, len(labels), e.batch_size)])
-    scores = score_samples(self.config.data.name, videos, labels)
+    videos = gen.sample_many(labels, batch_size=e.batch_size,
+                             seed=self.config.seed + 1, steps=e.steps,
+                             eta=e.eta, guidance=e.guidance)
+    scores = oracle.score_samples(self.config.data.name, videos, labels)
     if scores and e.reference_examples:
       # The tokenizer's ceiling: the same score on reconstructions of real
       # held-out clips (samples are decoded by the same decoder).
@@ -204,7 +186,7 @@ class DenoiserTask:
     # One sample per class (mp4, gif, and a PNG grid) next to the scores.
     first = np.unique(labels, return_index=True)[1][:e.num_summary_videos]
     if jax.process_index() == 0:
-      metrics_lib.save_videos(
+      media.save_videos(
           os.path.join(self.workdir, 'samples', str(step)), 'class_samples',
           video_ops.to_uint8(videos[first]))
     protocol = {
@@ -216,7 +198,7 @@ class DenoiserTask:
         'resolution': list(self.config.data.resolution),
         'scorer': 'oracle classifier (walt.data.sprites.classify)'
                   if scores else 'none'}
-    reconstruction.write_results(self.workdir, step, scores, len(labels),
+    results_lib.write_results(self.workdir, step, scores, len(labels),
                                  protocol)
     logging.info('sampled %d videos in %.0f s', len(labels),
                  time.time() - started)
@@ -224,22 +206,17 @@ class DenoiserTask:
 
   def reconstruction_accuracy(self, num_examples: int) -> float:
     """Oracle accuracy on tokenizer round trips of validation clips."""
-    e = self.config.eval
-    spec = pipeline.DataSpec.from_config(
-        self.config.data, split='validation', crop=None, shuffle=False,
-        random_crop=False, num_epochs=1, image_fraction=0.0)
-    # The global batch must divide over the mesh's batch sharding.
-    parallel = mesh_lib.batch_parallelism(self.mesh, self.rules)
-    batch = -(-e.batch_size // parallel) * parallel
-    ds = pipeline.make_dataset(spec, global_batch_size=batch,
-                               seed=self.config.seed)
-    it = pipeline.GlobalBatchIterator(ds, self.mesh, self.rules)
+    batch_size = mesh_lib.padded_batch_size(self.config.eval.batch_size,
+                                            self.mesh, self.rules)
     correct = []
-    for _ in range(min(len(ds), max(num_examples // batch, 1))):
-      batch = next(it)
+    for batch in pipeline.eval_batches(
+        self.config.data, batch_size=batch_size, num_examples=num_examples,
+        seed=self.config.seed, mesh=self.mesh, rules=self.rules,
+        split='validation'):
       recon = self.tokenizer.decode(self.tokenizer.encode(batch['video']))
-      scores = score_samples(self.config.data.name, np.asarray(recon),
-                             np.asarray(batch['label'])[:, 0])
+      scores = oracle.score_samples(self.config.data.name,
+                                    mesh_lib.fetch(recon),
+                                    mesh_lib.fetch(batch['label'])[:, 0])
       correct.append(scores['class_accuracy'])
     return float(np.mean(correct))
 
@@ -260,31 +237,11 @@ class DenoiserTask:
     del state, checkpointer
 
 
-def score_samples(data_name: str, videos: np.ndarray, labels: np.ndarray
-                  ) -> dict:
-  """Scores that need no download: the moving_sprites oracle's accuracy on
-  class-conditional samples (also per class)."""
-  if not data_name.startswith('moving_sprites'):
-    return {}
-  from walt.data import sprites
-  predicted = sprites.classify_batch(video_ops.to_uint8(videos))
-  correct = predicted == labels
-  scores = {'class_accuracy': float(np.mean(correct))}
-  for k in np.unique(labels):
-    scores[f'class_accuracy/{k}'] = float(np.mean(correct[labels == k]))
-  colour = predicted % len(sprites.COLORS) == labels % len(sprites.COLORS)
-  shape = predicted // len(sprites.COLORS) == labels // len(sprites.COLORS)
-  scores['color_accuracy'] = float(np.mean(colour))
-  scores['shape_accuracy'] = float(np.mean(shape))
-  return scores
-
-
 def cache_latents(config, workdir: str, mesh) -> dict:
   """Writes the training split's latents to `config.latents.cache`."""
   if not config.latents.cache:
     raise ValueError('set --config.latents.cache=DIR for --mode=cache_latents')
-  tokenizer = tokenizer_trainer.TrainedTokenizer.load(config.tokenizer.workdir,
-                                                      mesh)
+  tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer.workdir, mesh)
   spec = pipeline.DataSpec.from_config(config.data)
   source = pipeline.data_source(spec)
   return latent_cache.write(
@@ -302,53 +259,13 @@ def run(config, workdir: str, mode: str = 'train'):
   if mode == 'cache_latents':
     return cache_latents(config, workdir, mesh)
   task = DenoiserTask(config, workdir, mesh, rules)
-  if mode == 'train':
-    return loop.train(task, config, workdir)
-  if mode == 'eval':
-    state = task.restore_latest()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      print(json.dumps(task.evaluate(state, int(jax.device_get(state.step)))))
-    return state
-  raise ValueError(f'unknown mode {mode!r}: train, eval, cache_latents')
+  return loop.run(task, config, workdir, mode, {'eval': task.evaluate})
 
 
+# Kept for config files that call it from here.
 def default_config(variant_name: str = ''):
-  """The paper's denoiser settings (Table 8) on the common fields."""
-  from walt import config_lib
-  import ml_collections
-  c = config_lib.trainer_config('walt', variant_name)
-  c.batch_size = 256
-  c.total_steps = 60_000
-  c.log_every = 100
-  c.checkpoint_every = 5_000
-  c.eval_every = 0
-  c.summary_every = 5_000
-  c.ema_decay = 0.9999
-  c.tokenizer = ml_collections.ConfigDict({
-      'workdir': '', 'temporal_factor': 4, 'spatial_factor': 8,
-      'latent_channels': 8})
-  c.latents = ml_collections.ConfigDict({
-      'cache': '', 'batch_size': 8, 'num_examples': 0})
-  c.model = ml_collections.ConfigDict({
-      'size': 'L', 'num_layers': 24, 'width': 1024, 'num_heads': 16,
-      'patch_size': 1, 'mlp_ratio': 4, 'spatial_window': (0, 0),
-      'spatiotemporal_window': (0, 8, 8), 'adaln': 'lora', 'lora_rank': 2,
-      'num_classes': 0, 'self_conditioning': True,
-      'frame_conditioning': True, 'scan': True, 'remat': 'none',
-      'dtype': 'float32'})
-  c.diffusion = ml_collections.ConfigDict({
-      'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
-      'zero_terminal_snr': True, 'self_cond_prob': 0.9,
-      'class_dropout': 0.1, 'frame_cond_prob': 0.0, 'frame_cond_frames': 2})
-  c.optimizer = ml_collections.ConfigDict({
-      'lr': 5e-4, 'b1': 0.9, 'b2': 0.99, 'weight_decay': 0.01,
-      'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0})
-  c.eval = ml_collections.ConfigDict({
-      'steps': 50, 'eta': 0.0, 'guidance': 1.0, 'samples_per_class': 8,
-      'batch_size': 32, 'num_summary_videos': 4,
-      # > 0: also score tokenizer round trips of this many validation clips
-      'reference_examples': 0})
-  return c
+  del variant_name
+  return defaults.denoiser()
 
 
 def describe(config, flops: bool = True) -> dict:
@@ -364,7 +281,7 @@ def describe(config, flops: bool = True) -> dict:
   variables = jax.eval_shape(
       lambda z, t, y: model.init(jax.random.key(0), z, t, labels=y), z, t,
       labels)
-  params = state_lib.strip_boxes(variables['params'])
+  params = sharding_lib.strip_boxes(variables['params'])
   spatial, spatiotemporal = cfg.windows()
   info = {'job': 'walt', 'params': denoiser_lib.count_params(params),
           'latent_shape': list(cfg.latent_shape),

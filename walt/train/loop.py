@@ -1,6 +1,7 @@
 """The one training loop every model uses.
 
-A model plugs in a *task* object:
+A model plugs in a *task* object, built on the job's mesh (`task.mesh`,
+`task.rules`: the loop uses them, it builds none of its own):
 
     task.init_state(rng) -> boxed TrainState            (pure; traced once)
     task.train_step(state, batch) -> (state, metrics)   (pure; jitted, donated)
@@ -10,7 +11,9 @@ A model plugs in a *task* object:
     task.prepare_batch(batch) -> batch                  (optional; host, e.g.
                                                          frozen-encoder pass)
 
-The loop owns everything else: mesh, data iterator, sharded init, resume order
+`run` is every trainer's entry point: `train`, or restore the latest
+checkpoint and run one of the task's other modes. The loop owns everything
+else: data iterator, sharded init, resume order
 (workdir -> config.resume -> config.init_from -> scratch), the jitted step,
 metrics (`metrics.jsonl`, TensorBoard, progress with ETA), checkpoints
 (state + data position + config), the NaN guard, and eval/summary cadence.
@@ -18,9 +21,10 @@ metrics (`metrics.jsonl`, TensorBoard, progress with ETA), checkpoints
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from absl import logging
 import flax.linen as nn
@@ -28,14 +32,17 @@ import jax
 import numpy as np
 import optax
 
+from walt import checkpoint as ckpt_lib
 from walt.data import pipeline
 from walt.parallel import mesh as mesh_lib
-from walt.train import checkpoint as ckpt_lib
+from walt.parallel import sharding as sharding_lib
 from walt.train import metrics as metrics_lib
 from walt.train import state as state_lib
 
 
 class Task(Protocol):
+  mesh: jax.sharding.Mesh
+  rules: mesh_lib.LogicalRules
   def init_state(self, rng: jax.Array) -> state_lib.TrainState: ...
   def train_step(self, state, batch) -> tuple[Any, dict]: ...
   def evaluate(self, state, step: int) -> dict | None: ...
@@ -53,18 +60,17 @@ def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
   warmup = max(opt.warmup_steps, 1)
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, opt.lr, warmup, max(total_steps, warmup + 1),
-      end_value=opt.lr * opt.get('min_lr_ratio', 0.0))
+      end_value=opt.lr * opt.min_lr_ratio)
   parts = []
-  if opt.get('grad_clip'):
+  if opt.grad_clip:
     parts.append(optax.clip_by_global_norm(opt.grad_clip))
-  if opt.get('weight_decay'):
+  if opt.weight_decay:
     parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2,
                              weight_decay=opt.weight_decay))
   else:
     parts.append(optax.adam(schedule, b1=opt.b1, b2=opt.b2))
   return optax.apply_if_finite(optax.chain(*parts),
-                               max_consecutive_errors=opt.get('max_nonfinite',
-                                                              20))
+                               max_consecutive_errors=opt.max_nonfinite)
 
 
 def _finite(metrics: dict) -> bool:
@@ -73,8 +79,7 @@ def _finite(metrics: dict) -> bool:
 
 def train(task: Task, config, workdir: str) -> Any:
   """Trains `task` to `config.total_steps`; returns the final state."""
-  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
-  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  mesh, rules = task.mesh, task.rules
   # A task may read something other than `config.data` (e.g. cached latents).
   spec = (task.data_spec() if hasattr(task, 'data_spec')
           else pipeline.DataSpec.from_config(config.data))
@@ -85,10 +90,10 @@ def train(task: Task, config, workdir: str) -> Any:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shardings, target = _abstract_state(task, rng, mesh, rules)
     ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                 keep=config.get('keep_checkpoints', 3))
+                                 keep=config.keep_checkpoints)
     state, data_state, origin = ckpt_lib.resume_or_init(
         ckpt, config,
-        lambda: state_lib.init_sharded(task.init_state, mesh, rules, rng)[0],
+        lambda: sharding_lib.init_sharded(task.init_state, mesh, rules, rng)[0],
         target)
     if data_state:
       data.set_state(data_state)
@@ -99,13 +104,13 @@ def train(task: Task, config, workdir: str) -> Any:
                       donate_argnums=(0,))
 
     logger = metrics_lib.MetricLogger(workdir, config.total_steps, start)
-    eval_every = config.get('eval_every', 0)
-    summary_every = config.get('summary_every', 0)
+    eval_every = config.eval_every
+    summary_every = config.summary_every
     bad_logs = 0
     step = start
     # `stop_at_step` ends this run early (a time slice of a longer schedule);
     # the next run with the same workdir resumes where it stopped.
-    stop = min(config.get('stop_at_step') or config.total_steps,
+    stop = min(config.stop_at_step or config.total_steps,
                config.total_steps)
     prepare = getattr(task, 'prepare_batch', None) or (lambda b: b)
     for step in range(start + 1, stop + 1):
@@ -118,7 +123,7 @@ def train(task: Task, config, workdir: str) -> Any:
           # The update was skipped by apply_if_finite; stop if it persists.
           bad_logs += 1
           logging.warning('non-finite metrics at step %d: %s', step, metrics)
-          if bad_logs >= config.get('max_nonfinite_logs', 3):
+          if bad_logs >= config.max_nonfinite_logs:
             raise FloatingPointError(
                 f'non-finite loss at step {step} in {bad_logs} consecutive '
                 f'logs: {metrics}')
@@ -142,11 +147,37 @@ def train(task: Task, config, workdir: str) -> Any:
   return state
 
 
+def eval_params(state):
+  """What evaluation and inference use: the EMA params when the run keeps
+  them, else the raw params."""
+  return state.ema_params if state.ema_params is not None else state.params
+
+
+def run(task: Task, config, workdir: str, mode: str,
+        modes: dict[str, Callable[[Any, int], Any]] | None = None):
+  """`mode='train'`: `train(task, ...)`. Otherwise restores the latest
+  checkpoint of `workdir` and runs `modes[mode](state, step)` under the
+  task's mesh, printing a dict result as JSON; returns the state."""
+  if mode == 'train':
+    return train(task, config, workdir)
+  modes = modes or {}
+  if mode not in modes:
+    raise ValueError(f'unknown mode {mode!r}: '
+                     f'{", ".join(["train", *modes])}')
+  state = restore_latest(task, config, workdir, task.mesh, task.rules)
+  step = int(jax.device_get(state.step))
+  with jax.set_mesh(task.mesh), nn.logical_axis_rules(task.rules):
+    result = modes[mode](state, step)
+  if isinstance(result, dict):
+    print(json.dumps(result))
+  return state
+
+
 def _abstract_state(task: Task, rng, mesh, rules):
   """(shardings, restore target) of the task's state, without allocating."""
   abstract = jax.eval_shape(task.init_state, rng)
-  shardings = state_lib.state_shardings(abstract, mesh, rules)
-  return shardings, state_lib.abstract_target(abstract, shardings)
+  shardings = sharding_lib.tree_shardings(abstract, mesh, rules)
+  return shardings, sharding_lib.abstract_target(abstract, shardings)
 
 
 def restore_latest(task: Task, config, workdir: str, mesh, rules):

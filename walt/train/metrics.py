@@ -1,6 +1,6 @@
 """Metric logging: `WORKDIR/metrics.jsonl`, TensorBoard, progress lines, and
-video summaries (`WORKDIR/samples/<step>/*.mp4|gif` plus a frame grid in
-TensorBoard). Only process 0 writes.
+video summaries (`WORKDIR/samples/<step>/*.mp4|gif` via `walt.media`, plus a
+frame grid in TensorBoard). Only process 0 writes.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ import time
 from typing import Callable, Mapping
 
 from absl import logging
-import imageio_ffmpeg
 import jax
-import mediapy
 import numpy as np
 
-mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
-
+from walt import media
 
 # Receivers of the training progress lines besides absl's log, e.g. the
 # quickstart prints them on the terminal while the log goes to a file.
@@ -77,8 +74,8 @@ class MetricLogger:
     if not self.main:
       return []
     directory = os.path.join(self.workdir, 'samples', str(step))
-    paths = save_videos(directory, name, videos, fps)
-    self._tb.add_image(name, frame_grid(videos), step, dataformats='HWC')
+    paths = media.save_videos(directory, name, videos, fps)
+    self._tb.add_image(name, media.frame_grid(videos), step, dataformats='HWC')
     return paths
 
   def flush(self) -> None:
@@ -90,28 +87,6 @@ class MetricLogger:
     if self.main:
       self._jsonl.close()
       self._tb.close()
-
-
-def save_videos(directory: str, name: str, videos: np.ndarray, fps: int = 8
-                ) -> list[str]:
-  """uint8 `[n, t, h, w, 3]` -> `name_<i>.mp4` + `name_<i>.gif` per video and
-  one `name.png` grid of frames (a row per video) in `directory`."""
-  os.makedirs(directory, exist_ok=True)
-  paths = []
-  for i, video in enumerate(videos):
-    for ext in ('mp4', 'gif'):
-      path = os.path.join(directory, f'{name}_{i}.{ext}')
-      mediapy.write_video(path, video, fps=fps, codec='gif' if ext == 'gif'
-                          else 'h264')
-      paths.append(path)
-  grid_path = os.path.join(directory, f'{name}.png')
-  mediapy.write_image(grid_path, frame_grid(videos))
-  return paths + [grid_path]
-
-
-def frame_grid(videos: np.ndarray) -> np.ndarray:
-  """uint8 `[n, t, h, w, 3]` -> `[n * h, t * w, 3]`: a row of frames each."""
-  return np.concatenate([np.concatenate(list(v), axis=1) for v in videos], 0)
 
 
 def _duration(seconds: float) -> str:

@@ -1,24 +1,16 @@
-"""Train state and its sharded initialisation.
-
-`init_sharded` is the one way every model gets its state onto the mesh:
-`jax.eval_shape(init)` -> logical partition specs (from the
-`nn.with_logical_partitioning` metadata of the model's params, which optax
-states inherit) -> mesh shardings through the config's logical rules ->
-`jax.jit(init, out_shardings=...)`, so no full copy of the state ever exists
-on one device. The returned state holds plain arrays (boxes removed).
+"""Train state: params, optimizer state, EMA params and model extras, and
+the optimizer + EMA update. Its sharded initialisation is
+`walt.parallel.sharding.init_sharded`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
-from walt.parallel import mesh as mesh_lib
 
 
 @flax.struct.dataclass
@@ -65,41 +57,3 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
     ema = ema_update(ema, params, ema_decay(ema_decay_max, state.step))
   return state.replace(step=state.step + 1, params=params,
                        opt_state=opt_state, ema_params=ema, **changes)
-
-
-def state_shardings(abstract_boxed_state, mesh: jax.sharding.Mesh,
-                    rules: mesh_lib.LogicalRules):
-  """Mesh shardings for every leaf of a (boxed) state's unboxed form."""
-  specs = nn.get_partition_spec(abstract_boxed_state)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
-
-
-def init_sharded(init_fn: Callable[..., Any], mesh: jax.sharding.Mesh,
-                 rules: mesh_lib.LogicalRules, *args):
-  """Runs `init_fn(*args)` (returning a boxed state) sharded on `mesh`.
-
-  Returns:
-    (state with plain arrays, its shardings, its abstract shapes with
-    shardings: the restore target for checkpoints).
-  """
-  abstract = jax.eval_shape(init_fn, *args)
-  shardings = state_shardings(abstract, mesh, rules)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = jax.jit(lambda *a: nn.unbox(init_fn(*a)),
-                    out_shardings=shardings)(*args)
-  target = abstract_target(abstract, shardings)
-  return state, shardings, target
-
-
-def strip_boxes(tree):
-  """Removes Linen partitioning boxes without adding sharding constraints."""
-  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
-  return jax.tree.map(lambda x: x.unbox(apply_constraint=False)
-                      if is_box(x) else x, tree, is_leaf=is_box)
-
-
-def abstract_target(abstract_boxed_state, shardings):
-  """`jax.ShapeDtypeStruct`s with shardings: what a restore fills in."""
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      strip_boxes(abstract_boxed_state), shardings)

@@ -6,6 +6,10 @@ config together (async, keep-N), and the resume order every job follows:
 
 `resume` continues another run (state, data position and step); `init_from`
 takes only params (and EMA params) from a checkpoint and starts at step 0.
+
+Inference reads only what it needs: `restore_params` restores the (EMA)
+params subtree of a step's train state (an Orbax partial restore), so no
+optimizer, discriminator or trainer is built to make a restore target.
 """
 
 from __future__ import annotations
@@ -87,6 +91,38 @@ def restore_from(path: str, target_state) -> tuple[Any, dict, dict]:
     return ckpt.restore(step, target_state)
   finally:
     ckpt.close()
+
+
+def restore_params(path: str, abstract_params, use_ema: bool = True):
+  """The params (EMA by default, raw if the run kept no EMA or `use_ema` is
+  False) of the checkpoint at `path` (see `split_path`; default: latest),
+  placed like `abstract_params` (`jax.ShapeDtypeStruct`s with shardings).
+
+  Returns:
+    (params, step).
+  """
+  directory, step = split_path(path)
+  if step is None:
+    ckpt = Checkpointer(directory, async_save=False)
+    try:
+      step = ckpt.latest_step()
+    finally:
+      ckpt.close()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {directory}')
+  state_dir = os.path.join(directory, str(step), 'state')
+  handler = ocp.PyTreeCheckpointer()
+  saved = handler.metadata(state_dir)
+  saved = getattr(saved, 'item_metadata', saved)
+  saved = getattr(saved, 'tree', saved)
+  key = 'ema_params' if use_ema and saved.get('ema_params') else 'params'
+  target = {key: abstract_params}
+  restore_args = jax.tree.map(
+      lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, dtype=a.dtype),
+      target)
+  out = handler.restore(state_dir, args=ocp.args.PyTreeRestore(
+      target, restore_args=restore_args, partial_restore=True))
+  return out[key], step
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:

@@ -1,0 +1,246 @@
+"""Sampling from a trained W.A.L.T denoiser: the Python API.
+
+    from walt import inference
+    gen = inference.load_denoiser('/path/to/denoiser_workdir')
+    videos = gen.sample(labels=[0, 1, 2], seed=0, steps=50)  # [3, T, H, W, 3]
+
+`Generator` holds the denoiser (EMA params by default), the tokenizer it was
+trained with and the diffusion schedule; each (steps, eta, guidance,
+decode, frame conditioning) combination compiles one jitted function
+running the whole DDIM loop and the decoder, once for the object's lifetime.
+Samples are spread over all devices (batch axis on the mesh's data axes);
+the CLI is `python -m walt.sample`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from walt import checkpoint as ckpt_lib
+from walt.diffusion import sampling
+from walt.diffusion import schedule as sched_lib
+from walt.inference import tokenizer as tokenizer_lib
+from walt.models import denoiser as denoiser_lib
+from walt.parallel import mesh as mesh_lib
+from walt.parallel import sharding as sharding_lib
+
+
+def latent_shape(config) -> tuple[int, int, int, int]:
+  """Latent `(t, h, w, c)` of a denoiser config's `data` clips under its
+  `tokenizer` compression factors (checked against the trained tokenizer
+  when loaded)."""
+  t = config.tokenizer
+  frames = config.data.frames
+  height, width = config.data.resolution
+  if t.temporal_factor > 1 and (frames - 1) % t.temporal_factor:
+    raise ValueError(f'data.frames={frames} is not 1 + {t.temporal_factor}k')
+  if height % t.spatial_factor or width % t.spatial_factor:
+    raise ValueError(f'data.resolution={config.data.resolution} is not '
+                     f'divisible by {t.spatial_factor}')
+  return (1 + (frames - 1) // t.temporal_factor, height // t.spatial_factor,
+          width // t.spatial_factor, t.latent_channels)
+
+
+def model_config(config) -> denoiser_lib.DenoiserConfig:
+  """The `DenoiserConfig` of a denoiser job config."""
+  return denoiser_lib.DenoiserConfig.from_config(config.model,
+                                                 latent_shape(config))
+
+
+def check_tokenizer(tokenizer, config, expected_shape) -> None:
+  got = tokenizer.latent_shape(config.data.frames, *config.data.resolution)
+  if tuple(got) != tuple(expected_shape):
+    raise ValueError(
+        f'the tokenizer in {config.tokenizer.workdir} gives latents '
+        f'{tuple(got)}, config.tokenizer factors give '
+        f'{tuple(expected_shape)}: fix config.tokenizer')
+
+
+class Generator:
+  """Class- (and frame-) conditional sampling of latents and videos."""
+
+  def __init__(self, model: denoiser_lib.Denoiser, params,
+               schedule: sched_lib.Schedule, tokenizer, mesh=None,
+               rules=mesh_lib.DEFAULT_RULES):
+    self.model = model
+    self.config = model.config
+    self.params = params
+    self.schedule = schedule
+    self.tokenizer = tokenizer
+    self.mesh = mesh or mesh_lib.create_mesh({'data': -1})
+    self.rules = rules
+    self._compiled = {}
+    self.data_config = None  # the training data config (set by `load`)
+
+  @classmethod
+  def load(cls, workdir: str, mesh=None, use_ema: bool = True,
+           step: int | None = None, tokenizer=None) -> 'Generator':
+    """A checkpoint of a denoiser workdir (default: the latest; config read
+    from it): params only, no optimizer. `data_config` keeps the training
+    data's frames/resolution."""
+    if step:
+      workdir = f'{ckpt_lib.split_path(workdir)[0]}/{step}'
+    config = ckpt_lib.read_config(workdir)
+    mesh = mesh or mesh_lib.create_mesh(config.mesh.to_dict())
+    rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+    cfg = model_config(config)
+    model = denoiser_lib.Denoiser(cfg)
+    tokenizer = tokenizer or tokenizer_lib.load_tokenizer(
+        config.tokenizer.workdir, mesh)
+    check_tokenizer(tokenizer, config, cfg.latent_shape)
+    z = jax.ShapeDtypeStruct((1, *cfg.latent_shape), jnp.float32)
+    with nn.logical_axis_rules(rules):
+      abstract = jax.eval_shape(
+          lambda z: model.init(jax.random.key(0), z, jnp.zeros((1,)),
+                               labels=jnp.zeros((1,), jnp.int32),
+                               is_image=jnp.zeros((1,), bool))['params'], z)
+      target = sharding_lib.abstract_target(abstract, mesh=mesh, rules=rules)
+    params, _ = ckpt_lib.restore_params(workdir, target, use_ema=use_ema)
+    gen = cls(model, params, sched_lib.Schedule.from_config(config.diffusion),
+              tokenizer, mesh, rules)
+    gen.data_config = config.data
+    return gen
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.num_classes
+
+  def with_params(self, params) -> 'Generator':
+    """This generator with other params (e.g. a newer training state),
+    sharing its compiled functions."""
+    self.params = params
+    return self
+
+  def restore(self, path: str, use_ema: bool = True) -> 'Generator':
+    """Params of another checkpoint of the same model (`path`: a workdir,
+    its checkpoints dir or one step's dir), placed like the current ones;
+    the compiled functions are kept (a polling eval job reuses them)."""
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+        self.params)
+    self.params, _ = ckpt_lib.restore_params(path, target, use_ema=use_ema)
+    return self
+
+  def _denoise(self, params, labels, cond_latent, cond_mask):
+    null = jnp.full_like(labels, self.num_classes) if labels is not None \
+        else None
+
+    def denoise(z, t, x0_sc, conditional):
+      # The unconditional branch drops every condition (class and frames).
+      return self.model.apply(
+          {'params': params}, z, self.schedule.time_input(t),
+          labels=labels if conditional else null,
+          self_cond=x0_sc,
+          cond_latent=cond_latent if conditional else None,
+          cond_mask=cond_mask if conditional else None)
+    return denoise
+
+  def _fn(self, steps: int, eta: float, guidance: float, decode: bool,
+          frame_cond: bool):
+    key = (steps, eta, guidance, decode, frame_cond)
+    if key not in self._compiled:
+      def run(params, tok_params, noise, rng, labels, cond_latent, cond_mask):
+        denoise = self._denoise(params, labels, cond_latent, cond_mask)
+        z = sampling.ddim_sample(
+            denoise, noise, rng, self.schedule, steps, eta, guidance,
+            self_condition=self.config.self_conditioning)
+        if frame_cond:  # given frames are kept exactly
+          m = cond_mask[:, :, None, None, None]
+          z = m * cond_latent + (1 - m) * z
+        if not decode:
+          return z
+        return self.tokenizer.decode_with(tok_params, z)
+      self._compiled[key] = jax.jit(run)
+    return self._compiled[key]
+
+  @property
+  def num_compiled(self) -> int:
+    """Sampling functions compiled so far (one per distinct setting)."""
+    return len(self._compiled)
+
+  def sample_latents(self, labels: Sequence[int] | None = None, *,
+                     num_samples: int | None = None, seed: int = 0,
+                     steps: int = 50, eta: float = 0.0,
+                     guidance: float = 1.0, frames: int | None = None,
+                     cond_latent=None, cond_mask=None,
+                     decode: bool = False) -> np.ndarray:
+    """Normalised latents `[n, t, h, w, c]` (or videos if `decode`).
+
+    labels: one class per sample (class-conditional models); `num_samples`
+      otherwise. cond_latent/cond_mask: frame conditioning (`[n, t, h, w, c]`
+      normalised latents, `[n, t]` 1 = given).
+    """
+    if labels is not None:
+      labels = np.asarray(labels, np.int32).reshape(-1)
+      if self.num_classes == 0:
+        raise ValueError('this model is not class-conditional')
+      if np.any(labels < 0) or np.any(labels > self.num_classes):
+        raise ValueError(f'labels must be in [0, {self.num_classes}] '
+                         f'({self.num_classes} = null class)')
+      n = len(labels)
+    else:
+      if num_samples is None:
+        raise ValueError('give labels or num_samples')
+      n = num_samples
+      if self.num_classes:
+        labels = np.full((n,), self.num_classes, np.int32)  # unconditional
+    t, h, w, c = self.config.latent_shape
+    t = frames or t
+    padded = mesh_lib.padded_batch_size(n, self.mesh, self.rules)
+    rng = jax.random.key(seed)
+    noise = np.asarray(jax.random.normal(jax.random.fold_in(rng, 0),
+                                         (padded, t, h, w, c)))
+    frame_cond = cond_latent is not None
+    if frame_cond:
+      cond_latent = np.asarray(cond_latent, np.float32)[:, :t]
+      cond_mask = np.asarray(cond_mask, np.float32)[:, :t]
+    sharding = mesh_lib.batch_sharding(self.mesh, self.rules)
+    put = lambda a: None if a is None else mesh_lib.put_global(
+        mesh_lib.pad_batch(a, padded), sharding)
+    fn = self._fn(steps, float(eta), float(guidance), decode, frame_cond)
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      out = fn(self.params, self.tokenizer.params if decode else None,
+               put(noise), jax.random.fold_in(rng, 1),
+               put(labels), put(cond_latent), put(cond_mask))
+    return mesh_lib.fetch(out)[:n]
+
+  def sample(self, labels: Sequence[int] | None = None, **kwargs
+             ) -> np.ndarray:
+    """Videos float32 `[n, T, H, W, 3]` in [-1, 1] (see `sample_latents`)."""
+    return self.sample_latents(labels, decode=True, **kwargs)
+
+  def sample_chunks(self, labels: Sequence[int] | None = None, *,
+                    num_samples: int | None = None, batch_size: int,
+                    seed: int = 0, cond_latent=None, cond_mask=None,
+                    **kwargs) -> Iterator[np.ndarray]:
+    """`sample` over many samples, `batch_size` per call (one compiled
+    shape): yields videos `[<= batch_size, T, H, W, 3]` in order. Chunk i
+    uses seed `seed * 1_000_003 + i` (distinct across nearby seeds)."""
+    n = len(labels) if labels is not None else num_samples
+    if n is None:
+      raise ValueError('give labels or num_samples')
+    labels = None if labels is None else np.asarray(labels)
+    for i in range(0, n, batch_size):
+      m = min(batch_size, n - i)
+      # The last chunk is padded to `batch_size`: no second compilation.
+      part = lambda a: None if a is None else mesh_lib.pad_batch(
+          a[i:i + m], batch_size)
+      yield self.sample(
+          part(labels), num_samples=None if labels is not None else batch_size,
+          seed=seed * 1_000_003 + i, cond_latent=part(cond_latent),
+          cond_mask=part(cond_mask), **kwargs)[:m]
+
+  def sample_many(self, labels=None, **kwargs) -> np.ndarray:
+    """All of `sample_chunks`, concatenated `[n, T, H, W, 3]`."""
+    return np.concatenate(list(self.sample_chunks(labels, **kwargs)))
+
+
+def load_denoiser(workdir: str, mesh=None, use_ema: bool = True,
+                  step: int | None = None) -> Generator:
+  """`Generator.load`: params only, no optimizer, trainer or data."""
+  return Generator.load(workdir, mesh, use_ema, step)
