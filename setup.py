@@ -6,7 +6,7 @@ setuptools.setup(
     name='walt',
     version='0.1.0',
     description='W.A.L.T video diffusion in JAX/Flax: causal 3D tokenizer, '
-                'window-attention denoiser, cascade, evaluation.',
+                'window-attention denoiser, evaluation.',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['walt', 'walt.*']),

@@ -22,12 +22,11 @@ NINE_FRAMES = 'moving_sprites/9x32x32'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _eval_config(name, generator, data_dir, dataset, frames, **fields):
+def _eval_config(name, generator, data_dir, dataset, **fields):
   c = _load_config(f'configs/eval/{name}.py', None)
   c.unlock()
   c.generator_workdir = generator
-  c.data.update({'name': dataset, 'data_dir': data_dir, 'frames': frames,
-                 'resolution': (32, 32)})
+  c.data.update({'name': dataset, 'data_dir': data_dir})
   c.sampler.steps = 3
   c.features.batch_size = 8
   c.reference.split = 'validation'
@@ -54,7 +53,7 @@ def _train(data_dir, tokenizer_dir, workdir, dataset, frames, steps=2):
 
 
 def sprites_eval_config(generator, data_dir, dataset):
-  c = _eval_config('sprites', generator, data_dir, dataset, 5, num_samples=16,
+  c = _eval_config('sprites', generator, data_dir, dataset, num_samples=16,
                    batch_size=16, cond_frames=1, eval_frames=5)
   c.unlock()
   c.features.weights = 'random:0'  # the fvd_sprites network (path test)
@@ -102,7 +101,7 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
     assert m2[key] == pytest.approx(m[key], rel=1e-3, abs=1e-3), key
   # A missing generator says what to do.
   c2 = _eval_config('sprites', str(tmp_path / 'none'), sprites_data_dir,
-                    config.data.name, 5)
+                    config.data.name)
   with pytest.raises(FileNotFoundError, match='train a denoiser'):
     eval_job.run(c2, str(tmp_path / 'eval2'))
 
@@ -119,7 +118,7 @@ def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
                        tmp_path):
   extra = {'cond_frames': 5} if name == 'k600_frame_prediction' else {}
   c = _eval_config(name, nine_frame_generator, sprites_data_dir, NINE_FRAMES,
-                   9, num_samples=4, batch_size=8, repeats=2, eval_frames=9,
+                   num_samples=4, batch_size=8, repeats=2, eval_frames=9,
                    **extra)
   c.unlock()
   c.features.weights = 'random:0'
@@ -143,7 +142,7 @@ def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path):
   generator = _train(sprites_data_dir, tokenizer_dir, str(tmp_path / 'gen1'),
                      'moving_sprites/5x32x32', 1)
   c = _eval_config('imagenet', generator, sprites_data_dir,
-                   'moving_sprites/5x32x32', 1, num_samples=8, batch_size=8)
+                   'moving_sprites/5x32x32', num_samples=8, batch_size=8)
   c.unlock()
   c.features.weights = 'random:0'
   c.reference.stats = ''  # statistics of the real validation images

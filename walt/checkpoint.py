@@ -102,6 +102,8 @@ def restore_params(path: str, abstract_params, use_ema: bool = True):
     (params, step).
   """
   directory, step = split_path(path)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint directory {directory}')
   if step is None:
     ckpt = Checkpointer(directory, async_save=False)
     try:
@@ -115,6 +117,8 @@ def restore_params(path: str, abstract_params, use_ema: bool = True):
   saved = handler.metadata(state_dir)
   saved = getattr(saved, 'item_metadata', saved)
   saved = getattr(saved, 'tree', saved)
+  if saved is None or 'params' not in saved:
+    raise ValueError(f'{state_dir} holds no train state params')
   key = 'ema_params' if use_ema and saved.get('ema_params') else 'params'
   target = {key: abstract_params}
   restore_args = jax.tree.map(

@@ -34,6 +34,7 @@ import jax
 import tensorflow_datasets as tfds
 
 from walt import config_lib
+from walt import inference
 from walt import jobs
 from walt.data import build
 from walt.data import latent_cache
@@ -64,6 +65,17 @@ def _stage(name: str, started: float) -> None:
   message = f'[quickstart {time.time() - started:5.0f} s] {name}'
   logging.info(message)
   print(message, flush=True)
+
+
+def _cache_is_current(cache_dir: str, tok_dir: str) -> bool:
+  """Whether `cache_dir` holds latents of the tokenizer's current stats."""
+  meta_path = os.path.join(cache_dir, latent_cache.METADATA)
+  if not os.path.exists(meta_path):
+    return False
+  with open(meta_path) as f:
+    meta = json.load(f)
+  step = inference.read_latent_stats(tok_dir).get('step')
+  return meta.get('tokenizer_stats_step') == step
 
 
 def _quiet_logging(workdir: str) -> str:
@@ -115,7 +127,7 @@ def _run_stages(workdir: str, started: float, stage: list) -> dict:
   _stage(f'2/5 training the tokenizer in {tok_dir}', started)
   stage[0] = 'tokenizer'
   _run_job(tok_config, tok_dir)
-  if not os.path.exists(os.path.join(cache_dir, latent_cache.METADATA)):
+  if not _cache_is_current(cache_dir, tok_dir):
     _stage(f'3/5 encoding the training clips once into {cache_dir}', started)
     _run_job(den_config, den_dir, mode='cache_latents')
   _stage(f'4/5 training the denoiser in {den_dir} (and sampling every class '

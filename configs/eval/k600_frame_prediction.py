@@ -14,4 +14,5 @@ from walt import config_lib
 def get_config(arg=None):
   config_lib.parse_arg(arg)
   return config_lib.load_file('eval/paper.py', 'dataset=k600',
-                              os.path.dirname(os.path.dirname(__file__)))
+                              os.path.dirname(os.path.dirname(
+                                  os.path.abspath(__file__))))

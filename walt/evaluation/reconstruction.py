@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from walt.parallel import mesh as mesh_lib
+
 
 def _to_unit(x: jax.Array) -> jax.Array:
   return (jnp.clip(x, -1.0, 1.0) + 1.0) * 0.5
@@ -71,8 +73,8 @@ def evaluate(reconstruct: Callable[[jax.Array], jax.Array],
   for batch in batches:
     video = batch['video']
     p, s = psnr_ssim(reconstruct(video), video)
-    psnrs.append(np.asarray(jax.device_get(p), np.float64))
-    ssims.append(np.asarray(jax.device_get(s), np.float64))
+    psnrs.append(np.asarray(mesh_lib.fetch(p), np.float64))
+    ssims.append(np.asarray(mesh_lib.fetch(s), np.float64))
   p, s = np.concatenate(psnrs), np.concatenate(ssims)
   return {'psnr': float(p.mean()), 'ssim': float(s.mean()),
           'psnr_std': float(p.std()), 'num_samples': int(p.size)}

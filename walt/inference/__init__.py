@@ -16,6 +16,8 @@ from walt.inference.generator import load_denoiser
 from walt.inference.tokenizer import TrainedTokenizer
 from walt.inference.tokenizer import load_latent_stats
 from walt.inference.tokenizer import load_tokenizer
+from walt.inference.tokenizer import read_latent_stats
 
 __all__ = ['Generator', 'TrainedTokenizer', 'load_denoiser',
-           'load_latent_stats', 'load_tokenizer']
+           'load_latent_stats', 'load_tokenizer',
+           'read_latent_stats']

@@ -86,6 +86,10 @@ class Generator:
     if step:
       workdir = f'{ckpt_lib.split_path(workdir)[0]}/{step}'
     config = ckpt_lib.read_config(workdir)
+    if 'max_nonfinite_logs' not in config and config.model.get('size'):
+      # Saved before explicit fields won over `size`: those configs carry
+      # the default L numbers next to the size that was really used.
+      config.model.update({'num_layers': 0, 'width': 0, 'num_heads': 0})
     mesh = mesh or mesh_lib.create_mesh(config.mesh.to_dict())
     rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
     cfg = model_config(config)
@@ -111,8 +115,8 @@ class Generator:
     return self.config.num_classes
 
   def with_params(self, params) -> 'Generator':
-    """This generator with other params (e.g. a newer training state),
-    sharing its compiled functions."""
+    """Replaces the params in place (e.g. by a newer training state) and
+    returns this generator: its compiled functions are kept."""
     self.params = params
     return self
 
@@ -225,6 +229,7 @@ class Generator:
     if n is None:
       raise ValueError('give labels or num_samples')
     labels = None if labels is None else np.asarray(labels)
+    batch_size = min(batch_size, n)
     for i in range(0, n, batch_size):
       m = min(batch_size, n - i)
       # The last chunk is padded to `batch_size`: no second compilation.

@@ -23,15 +23,20 @@ from walt.parallel import sharding as sharding_lib
 LATENT_STATS = 'latent_stats.json'
 
 
-def load_latent_stats(workdir: str) -> tuple[np.ndarray, np.ndarray]:
-  """Per-channel latent (mean, std) `[c]` of a tokenizer workdir."""
+def read_latent_stats(workdir: str) -> dict:
+  """`latent_stats.json` of a tokenizer workdir (mean, std, step, ...)."""
   path = os.path.join(workdir, LATENT_STATS)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f'{path} is missing: run python -m walt.main --config=<tokenizer '
         f'config> --workdir={workdir} --mode=latent_stats')
   with open(path) as f:
-    stats = json.load(f)
+    return json.load(f)
+
+
+def load_latent_stats(workdir: str) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel latent (mean, std) `[c]` of a tokenizer workdir."""
+  stats = read_latent_stats(workdir)
   return np.asarray(stats['mean'], np.float32), np.asarray(stats['std'],
                                                            np.float32)
 
@@ -59,6 +64,7 @@ class TrainedTokenizer:
     self.model = tok.Tokenizer(self.model_config)
     self.params = params
     self.mean, self.std = mean, std
+    self.stats_step = None  # the step `latent_stats.json` was computed at
     self._encode = jax.jit(self.encode_with)
     self._decode = jax.jit(self.decode_with)
     self._reconstruct = jax.jit(
@@ -76,8 +82,10 @@ class TrainedTokenizer:
           f'-m walt.main --config=configs/tokenizer/<name>.py '
           f'--workdir={workdir}')
     config = ckpt_lib.read_config(workdir)
+    stats_step = None
     if with_stats:
       mean, std = load_latent_stats(workdir)
+      stats_step = read_latent_stats(workdir).get('step')
     else:
       c = config.model.latent_channels
       mean, std = np.zeros((c,), np.float32), np.ones((c,), np.float32)
@@ -88,7 +96,9 @@ class TrainedTokenizer:
     target = abstract_params(model, frames, height, width,
                              mesh_lib.replicated(mesh))
     params, _ = ckpt_lib.restore_params(workdir, target, use_ema=use_ema)
-    return cls(config, params, mean, std, workdir)
+    tokenizer = cls(config, params, mean, std, workdir)
+    tokenizer.stats_step = stats_step
+    return tokenizer
 
   def latent_shape(self, frames: int, height: int, width: int):
     return self.model_config.latent_shape(frames, height, width)

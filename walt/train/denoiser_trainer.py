@@ -249,6 +249,7 @@ def cache_latents(config, workdir: str, mesh) -> dict:
       resolution=spec.resolution, batch_size=config.latents.batch_size,
       num_examples=config.latents.num_examples or None,
       extra_metadata={'tokenizer': config.tokenizer.workdir,
+                      'tokenizer_stats_step': tokenizer.stats_step,
                       'data': config.data.name, 'split': spec.split,
                       'workdir': workdir})
 

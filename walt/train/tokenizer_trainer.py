@@ -211,7 +211,8 @@ class TokenizerTask:
     video = next(self.eval_batches(e.batch_size))['video'][
         :e.num_summary_videos]
     recon = self._reconstruct(self.eval_params(state), video)
-    both = np.concatenate([np.asarray(video), np.asarray(recon)], axis=3)
+    both = np.concatenate([mesh_lib.fetch(video), mesh_lib.fetch(recon)],
+                          axis=3)
     logger.videos(step, 'reconstruction', video_ops.to_uint8(both))
 
   def finalize(self, state, checkpointer) -> None:
@@ -230,7 +231,7 @@ def compute_latent_stats(task: TokenizerTask, state, step: int) -> dict:
   total = sq = None
   count = 0
   for batch in batches:
-    z = np.asarray(jax.device_get(task.encode_fn(params, batch["video"])),
+    z = np.asarray(mesh_lib.fetch(task.encode_fn(params, batch['video'])),
                    np.float64)
     z = z.reshape(-1, z.shape[-1])
     total = z.sum(0) if total is None else total + z.sum(0)
