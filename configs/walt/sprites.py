@@ -12,8 +12,14 @@ positions). A quarter of each batch is stacks of 3 independent images
 
 Default: the quality config (17x64x64 data, latent 3x16x16x16, tokens
 3x8x8; 6 layers, 192 wide; spatial windows 1x8x8, spatiotemporal 3x4x4;
-1000 steps of batch 32). `quick`: the quickstart size (17x32x32 data, latent
-3x8x8x16, tokens 3x4x4; 4 layers, 128 wide).
+1800 steps of batch 16 on a 3000-clip latent cache). Measured on the
+28.4 dB default tokenizer (cache + training + eval: 50 min on 2 cores):
+oracle class accuracy 29% (colour 100%, shape 29%) against a
+reconstruction ceiling of 91%; the samples have the right colour but
+fragmented, dotted shapes: the denoiser is far from converged (its step
+costs 1.4 s here). `quick`: the quickstart size (17x32x32 data, latent
+3x8x8x16, tokens 3x4x4; 4 layers, 128 wide; 600 steps of 32 from the
+latent cache, ~3.5 steps/s).
 """
 
 import os
@@ -65,11 +71,11 @@ def get_config(arg=None):
     c.model.update({'num_layers': 4, 'width': 128, 'num_heads': 4,
                     'spatiotemporal_window': (0, 2, 2)})
     c.batch_size = 32
-    c.total_steps = 1_000
+    c.total_steps = 600
     c.optimizer.update({'lr': 2e-3, 'warmup_steps': 50})
     c.ema_decay = 0.99
-    c.log_every, c.checkpoint_every = 50, 1_000
-    c.eval_every, c.summary_every = 1_000, 0
+    c.log_every, c.checkpoint_every = 50, 600
+    c.eval_every, c.summary_every = 600, 0
     c.eval.update({'steps': 25, 'samples_per_class': 4})
   else:
     raise ValueError(f'unknown variant {arg.variant!r}: default, quick')
