@@ -57,29 +57,35 @@ def trained(sprites_data_dir, tokenizer_dir, tmp_path_factory):
   return workdir, config, denoiser_trainer.run(config, workdir)
 
 
+_COUNTERS = []  # active CompileCounters
+
+
+def _on_compile_event(event, *args, **kwargs):
+  del args, kwargs
+  if event in ('/jax/core/compile/backend_compile_duration',
+               '/jax/compilation_cache/cache_hits'):
+    for counter in _COUNTERS:
+      counter.count += 1
+
+
 class CompileCounter:
   """Counts XLA compilations (backend compiles and persistent-cache hits:
-  every call that missed jit's in-memory cache) while active."""
+  every call that missed jit's in-memory cache) while active. JAX's
+  listeners are registered once per session."""
+
+  _registered = False
 
   def __init__(self):
     self.count = 0
 
   def __enter__(self):
-    from jax import monitoring
-    self._on = True
-
-    def on_duration(event, duration, **kwargs):
-      del duration, kwargs
-      if self._on and event == '/jax/core/compile/backend_compile_duration':
-        self.count += 1
-
-    def on_event(event, **kwargs):
-      del kwargs
-      if self._on and event == '/jax/compilation_cache/cache_hits':
-        self.count += 1
-    monitoring.register_event_duration_secs_listener(on_duration)
-    monitoring.register_event_listener(on_event)
+    if not CompileCounter._registered:
+      from jax import monitoring
+      monitoring.register_event_duration_secs_listener(_on_compile_event)
+      monitoring.register_event_listener(_on_compile_event)
+      CompileCounter._registered = True
+    _COUNTERS.append(self)
     return self
 
   def __exit__(self, *exc):
-    self._on = False  # listeners cannot be removed one by one
+    _COUNTERS.remove(self)

@@ -11,8 +11,8 @@ import pytest
 
 from walt.models import attention
 from walt.models import denoiser as dn
-from walt.train import denoiser_trainer
 from walt.parallel import sharding as sharding_lib
+from walt.train import denoiser_trainer
 
 GRID = (3, 4, 4)  # latent t, h, w
 

@@ -34,11 +34,11 @@ import jax
 import tensorflow_datasets as tfds
 
 from walt import config_lib
-from walt import inference
-from walt import jobs
 from walt.data import build
 from walt.data import latent_cache
 from walt.evaluation import results as results_lib
+from walt import inference
+from walt import jobs
 from walt.train import metrics as metrics_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything goes.')

@@ -21,10 +21,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from walt import inference
 from walt.data import video_ops
-from walt.parallel import distributed
+from walt import inference
 from walt import media
+from walt.parallel import distributed
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Denoiser workdir.')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')

@@ -21,9 +21,9 @@ import numpy as np
 
 from walt.data import pipeline
 from walt.data import video_ops
+from walt import media
 from walt.parallel import distributed
 from walt.parallel import mesh as mesh_lib
-from walt import media
 
 
 def run(config, workdir: str, mode: str = 'train') -> None:

@@ -28,10 +28,10 @@ from absl import logging
 import jax
 import numpy as np
 
+from walt import checkpoint as ckpt_lib
 from walt import config_lib
 from walt import defaults
 from walt.evaluation import results as results_lib
-from walt import checkpoint as ckpt_lib
 
 TASKS = defaults.EVAL_TASKS
 # Kept for config files that call it from here.

@@ -19,8 +19,8 @@ from walt import checkpoint as ckpt_lib
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.evaluation import i3d, inception, oracle, reconstruction
-from walt.evaluation import sprites_features
 from walt.evaluation import resize, stats, weights
+from walt.evaluation import sprites_features
 from walt.inference import generator as generator_lib
 from walt.parallel import mesh as mesh_lib
 

@@ -57,14 +57,19 @@ class TrainedTokenizer:
   """Frozen params (replicated on the mesh), latent statistics, and jitted
   encode/decode compiled once per input shape for the object's lifetime."""
 
-  def __init__(self, config, params, mean, std, workdir: str = ''):
+  def __init__(self, config, params, mean=None, std=None, workdir: str = '',
+               stats_step: int | None = None):
+    """`mean`/`std` None: no normalisation (raw latents, e.g. while the
+    tokenizer trains and has no statistics yet)."""
     self.config = config
     self.workdir = workdir
     self.model_config = tok.TokenizerConfig.from_config(config.model)
     self.model = tok.Tokenizer(self.model_config)
     self.params = params
-    self.mean, self.std = mean, std
-    self.stats_step = None  # the step `latent_stats.json` was computed at
+    c = self.model_config.latent_channels
+    self.mean = np.zeros((c,), np.float32) if mean is None else mean
+    self.std = np.ones((c,), np.float32) if std is None else std
+    self.stats_step = stats_step  # the step `latent_stats.json` is from
     self._encode = jax.jit(self.encode_with)
     self._decode = jax.jit(self.decode_with)
     self._reconstruct = jax.jit(
@@ -82,13 +87,10 @@ class TrainedTokenizer:
           f'-m walt.main --config=configs/tokenizer/<name>.py '
           f'--workdir={workdir}')
     config = ckpt_lib.read_config(workdir)
-    stats_step = None
+    mean = std = stats_step = None
     if with_stats:
       mean, std = load_latent_stats(workdir)
       stats_step = read_latent_stats(workdir).get('step')
-    else:
-      c = config.model.latent_channels
-      mean, std = np.zeros((c,), np.float32), np.ones((c,), np.float32)
     mesh = mesh or mesh_lib.create_mesh({'data': -1})
     model = tok.Tokenizer(tok.TokenizerConfig.from_config(config.model))
     frames = config.data.frames
@@ -96,9 +98,7 @@ class TrainedTokenizer:
     target = abstract_params(model, frames, height, width,
                              mesh_lib.replicated(mesh))
     params, _ = ckpt_lib.restore_params(workdir, target, use_ema=use_ema)
-    tokenizer = cls(config, params, mean, std, workdir)
-    tokenizer.stats_step = stats_step
-    return tokenizer
+    return cls(config, params, mean, std, workdir, stats_step)
 
   def latent_shape(self, frames: int, height: int, width: int):
     return self.model_config.latent_shape(frames, height, width)
@@ -115,11 +115,11 @@ class TrainedTokenizer:
         {'params': params}, tok.denormalize(latent, self.mean, self.std),
         method='decode'), -1.0, 1.0)
 
-  def encode(self, video: jax.Array) -> jax.Array:
-    return self._encode(self.params, video)
+  def encode(self, video: jax.Array, params=None) -> jax.Array:
+    return self._encode(self.params if params is None else params, video)
 
-  def decode(self, latent: jax.Array) -> jax.Array:
-    return self._decode(self.params, latent)
+  def decode(self, latent: jax.Array, params=None) -> jax.Array:
+    return self._decode(self.params if params is None else params, latent)
 
   def reconstruct(self, video: jax.Array, params=None) -> jax.Array:
     """Encoder -> decoder round trip (no normalisation, no clipping)."""

@@ -34,9 +34,9 @@ import jax.numpy as jnp
 from walt import config_lib
 from walt.data import build  # noqa: F401  (defines --data_dir)
 from walt.parallel import mesh as mesh_lib
+from walt.parallel import sharding as sharding_lib
 from walt.train import loop
 from walt.train import tokenizer_trainer
-from walt.parallel import sharding as sharding_lib
 
 _VARIANTS = flags.DEFINE_list('variants', None, 'Names from VARIANTS.')
 _MINUTES = flags.DEFINE_float('minutes', 10.0, 'Training budget per variant.')

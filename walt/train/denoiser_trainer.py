@@ -27,19 +27,19 @@ import numpy as np
 from walt.data import latent_cache
 from walt.data import pipeline
 from walt.data import video_ops
+from walt import defaults
 from walt.diffusion import objectives
 from walt.diffusion import schedule as sched_lib
 from walt.evaluation import oracle
 from walt.evaluation import results as results_lib
 from walt.inference import generator as generator_lib
 from walt.inference import tokenizer as tokenizer_lib
+from walt import media
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
-from walt import defaults
-from walt.train import loop
-from walt import media
-from walt.train import state as state_lib
 from walt.parallel import sharding as sharding_lib
+from walt.train import loop
+from walt.train import state as state_lib
 
 
 latent_shape = generator_lib.latent_shape

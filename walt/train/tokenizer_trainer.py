@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from walt import defaults
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.evaluation import reconstruction
@@ -28,10 +29,9 @@ from walt.models import tokenizer as tok
 from walt.models import tokenizer_losses as losses
 from walt.models.discriminator import Discriminator
 from walt.parallel import mesh as mesh_lib
-from walt import defaults
+from walt.parallel import sharding as sharding_lib
 from walt.train import loop
 from walt.train import state as state_lib
-from walt.parallel import sharding as sharding_lib
 
 LATENT_STATS = tokenizer_lib.LATENT_STATS
 
@@ -83,11 +83,9 @@ class TokenizerTask:
     frames = config.data.frames
     height, width = config.data.crop or config.data.resolution
     self.example = jnp.zeros((1, frames, height, width, 3), jnp.float32)
-    # Compiled once per job (per input shape), not per eval.
-    self._reconstruct = jax.jit(
-        lambda p, v: self.model.apply({'params': p}, v)[0])
-    self.encode_fn = jax.jit(
-        lambda p, v: self.model.apply({'params': p}, v, method='encode'))
+    # The inference wrapper (raw latents: no statistics yet) holds the
+    # jitted reconstruct/encode, compiled once per job, not per eval.
+    self.frozen = tokenizer_lib.TrainedTokenizer(config, None)
 
   # ------------------------------------------------------------------ state
   def init_state(self, rng):
@@ -195,8 +193,8 @@ class TokenizerTask:
 
   def evaluate(self, state, step: int):
     params = self.eval_params(state)
-    scores = reconstruction.evaluate(lambda v: self._reconstruct(params, v),
-                                     self.eval_batches())
+    scores = reconstruction.evaluate(
+        lambda v: self.frozen.reconstruct(v, params), self.eval_batches())
     n = scores.pop('num_samples')
     e = self.config.eval
     results_lib.write_results(self.workdir, step, scores, n, {
@@ -210,7 +208,7 @@ class TokenizerTask:
     e = self.config.eval
     video = next(self.eval_batches(e.batch_size))['video'][
         :e.num_summary_videos]
-    recon = self._reconstruct(self.eval_params(state), video)
+    recon = self.frozen.reconstruct(video, self.eval_params(state))
     both = np.concatenate([mesh_lib.fetch(video), mesh_lib.fetch(recon)],
                           axis=3)
     logger.videos(step, 'reconstruction', video_ops.to_uint8(both))
@@ -231,7 +229,7 @@ def compute_latent_stats(task: TokenizerTask, state, step: int) -> dict:
   total = sq = None
   count = 0
   for batch in batches:
-    z = np.asarray(mesh_lib.fetch(task.encode_fn(params, batch['video'])),
+    z = np.asarray(mesh_lib.fetch(task.frozen.encode(batch['video'], params)),
                    np.float64)
     z = z.reshape(-1, z.shape[-1])
     total = z.sum(0) if total is None else total + z.sum(0)
