@@ -143,3 +143,33 @@ def test_objective_uses_self_conditioning_and_drops_labels(schedule):
   assert 0.3 < dropped.mean() < 0.7
   np.testing.assert_array_equal(np.asarray(seen['mask'])[:, 0], 1.0)
   np.testing.assert_array_equal(np.asarray(seen['mask'])[:, 1:], 0.0)
+
+
+def test_timestep_sampling_and_min_snr_weight(schedule):
+  n = schedule.num_steps
+  uniform = objectives.ObjectiveConfig()
+  t = np.asarray(objectives.sample_steps(jax.random.key(0), 20_000, n,
+                                         uniform))
+  assert t.min() >= 0 and t.max() < n
+  assert abs(np.mean(t < n // 2) - 0.5) < 0.02
+  # Logit-normal around t/T = sigmoid(-1) ~ 0.27: most draws in the first
+  # half, none outside [0, T).
+  ln = objectives.ObjectiveConfig(t_sampling='logit_normal', t_logit_mean=-1.0)
+  t = np.asarray(objectives.sample_steps(jax.random.key(0), 20_000, n, ln))
+  assert t.min() >= 0 and t.max() < n
+  assert np.mean(t < n // 2) > 0.8
+  assert abs(np.median(t) - n * 0.2689) < 15
+  # Min-SNR-gamma for v-prediction: min(snr, gamma) / (snr + 1) per
+  # example; the paper's loss ('none') weights every example 1.
+  steps = jnp.asarray([0, 300, 600, n - 1])
+  alpha, sigma = schedule.alpha_sigma(steps)
+  snr = schedule.snr()[np.asarray(steps)]
+  w = np.asarray(objectives.loss_weight(
+      alpha, sigma, objectives.ObjectiveConfig(loss_weighting='min_snr')))
+  np.testing.assert_allclose(w, np.minimum(snr, 5.0) / (snr + 1.0),
+                             rtol=1e-4, atol=1e-6)
+  assert w[-1] == 0.0  # zero terminal SNR: the last step gets no weight
+  np.testing.assert_array_equal(
+      np.asarray(objectives.loss_weight(alpha, sigma, uniform)), 1.0)
+  with pytest.raises(ValueError, match='t_sampling'):
+    objectives.ObjectiveConfig(t_sampling='cosine').validate()

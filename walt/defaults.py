@@ -72,7 +72,10 @@ def denoiser():
   c.diffusion = ml_collections.ConfigDict({
       'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
       'zero_terminal_snr': True, 'self_cond_prob': 0.9,
-      'class_dropout': 0.1, 'frame_cond_prob': 0.0, 'frame_cond_frames': 2})
+      'class_dropout': 0.1, 'frame_cond_prob': 0.0, 'frame_cond_frames': 2,
+      # The paper: t uniform, unweighted v-MSE (see diffusion/objectives.py).
+      't_sampling': 'uniform', 't_logit_mean': 0.0, 't_logit_std': 1.0,
+      'loss_weighting': 'none', 'min_snr_gamma': 5.0})
   c.optimizer = ml_collections.ConfigDict({
       'lr': 5e-4, 'b1': 0.9, 'b2': 0.99, 'weight_decay': 0.01,
       'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0,

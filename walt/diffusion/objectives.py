@@ -1,6 +1,12 @@
 """The W.A.L.T training objective: v-prediction, unweighted MSE, t uniform,
 self-conditioning, condition dropout (for classifier-free guidance) and
 frame conditioning through the masked-latent channels.
+
+Two options for short (CPU) budgets, off in the paper configs:
+`t_sampling='logit_normal'` draws t/T from a logit-normal (mean, std) instead
+of uniformly (Esser et al. 2024), and `loss_weighting='min_snr'` weights each
+example by min(SNR, gamma) / (SNR + 1), the Min-SNR-gamma weight for
+v-prediction (Hang et al. 2023).
 """
 
 from __future__ import annotations
@@ -25,12 +31,57 @@ class ObjectiveConfig:
   frame_cond_prob: float = 0.0  # give the first latent frames clean
   frame_cond_frames: int = 2  # 2 latent frames = 5 pixel frames
   null_class: int = 0  # = num_classes of the model
+  t_sampling: str = 'uniform'  # or 'logit_normal'
+  t_logit_mean: float = 0.0
+  t_logit_std: float = 1.0
+  loss_weighting: str = 'none'  # or 'min_snr'
+  min_snr_gamma: float = 5.0
 
   @classmethod
   def from_config(cls, diffusion, null_class: int) -> 'ObjectiveConfig':
-    return cls(diffusion.self_cond_prob, diffusion.class_dropout,
-               diffusion.frame_cond_prob, diffusion.frame_cond_frames,
-               null_class)
+    c = cls(diffusion.self_cond_prob, diffusion.class_dropout,
+            diffusion.frame_cond_prob, diffusion.frame_cond_frames,
+            null_class, diffusion.get('t_sampling', 'uniform'),
+            diffusion.get('t_logit_mean', 0.0),
+            diffusion.get('t_logit_std', 1.0),
+            diffusion.get('loss_weighting', 'none'),
+            diffusion.get('min_snr_gamma', 5.0))
+    c.validate()
+    return c
+
+  def validate(self) -> None:
+    if self.t_sampling not in T_SAMPLINGS:
+      raise ValueError(f'diffusion.t_sampling={self.t_sampling!r}: one of '
+                       f'{T_SAMPLINGS}')
+    if self.loss_weighting not in LOSS_WEIGHTINGS:
+      raise ValueError(f'diffusion.loss_weighting={self.loss_weighting!r}: '
+                       f'one of {LOSS_WEIGHTINGS}')
+    if self.t_logit_std <= 0 or self.min_snr_gamma <= 0:
+      raise ValueError('diffusion.t_logit_std and min_snr_gamma must be > 0')
+
+
+T_SAMPLINGS = ('uniform', 'logit_normal')
+LOSS_WEIGHTINGS = ('none', 'min_snr')
+
+
+def sample_steps(rng: jax.Array, batch: int, num_steps: int,
+                 c: ObjectiveConfig) -> jax.Array:
+  """Training steps t `[batch]` in [0, num_steps)."""
+  if c.t_sampling == 'uniform':
+    return jax.random.randint(rng, (batch,), 0, num_steps)
+  u = jax.nn.sigmoid(c.t_logit_mean
+                     + c.t_logit_std * jax.random.normal(rng, (batch,)))
+  return jnp.clip(jnp.floor(u * num_steps).astype(jnp.int32), 0,
+                  num_steps - 1)
+
+
+def loss_weight(alpha: jax.Array, sigma: jax.Array, c: ObjectiveConfig
+                ) -> jax.Array:
+  """Per-example weight `[b]` of the v-MSE (1 for the paper's loss)."""
+  if c.loss_weighting == 'none':
+    return jnp.ones_like(alpha)
+  snr = jnp.square(alpha) / jnp.maximum(jnp.square(sigma), 1e-12)
+  return jnp.minimum(snr, c.min_snr_gamma) / (snr + 1.0)
 
 
 def frame_condition(x0: jax.Array, given: jax.Array, num_frames: int
@@ -54,7 +105,7 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
   """
   b = x0.shape[0]
   k_t, k_eps, k_sc, k_drop, k_fc = jax.random.split(rng, 5)
-  t = jax.random.randint(k_t, (b,), 0, schedule.num_steps)
+  t = sample_steps(k_t, b, schedule.num_steps, c)
   eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
   alpha, sigma = schedule.alpha_sigma(t)
   z = sched_lib.add_noise(x0, eps, alpha, sigma)
@@ -83,8 +134,10 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
     metrics['self_cond_fraction'] = jnp.mean(use.astype(jnp.float32))
   v = predict(self_cond if self_cond is not None else jnp.zeros_like(x0))
   target = sched_lib.v_target(x0, eps, alpha, sigma)
-  loss = jnp.mean(jnp.square(v - target))
+  per_example = jnp.mean(jnp.square(v - target), axis=tuple(range(1, v.ndim)))
+  loss = jnp.mean(loss_weight(alpha, sigma, c) * per_example)
   metrics['loss'] = loss
+  metrics['v_mse'] = jnp.mean(per_example)
   x0_hat = sched_lib.x0_from_v(z, v, alpha, sigma)
   metrics['x0_mse'] = jnp.mean(jnp.square(x0_hat - x0))
   return loss, metrics
