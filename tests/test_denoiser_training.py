@@ -9,6 +9,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,6 +22,7 @@ from walt import sampler
 from walt.data import latent_cache
 from walt.data import pipeline
 from walt.data import video_ops
+from walt.diffusion import sampling
 from walt.parallel import mesh as mesh_lib
 from walt.train import denoiser_trainer
 
@@ -114,8 +116,27 @@ def test_sampler_api_is_deterministic_and_conditional(trained):
   np.testing.assert_array_equal(c[1:], a[1:])  # per-sample noise is fixed
   g = gen.sample([0, 5, 11], seed=3, steps=3, guidance=2.0)
   assert np.abs(g - a).max() > 0
+  # Without given frames the class scale is the only one that acts.
+  np.testing.assert_allclose(
+      gen.sample([0, 5, 11], seed=3, steps=3, guidance_class=2.0,
+                 guidance_frames=5.0), g, atol=1e-5)
+  # The guidance passes run batched in one forward and equal separate ones.
+  denoise = gen._denoise(gen.params, jnp.asarray([0, 5, 11]), None, None)
+  z = jax.random.normal(jax.random.key(0), (3, *gen.config.latent_shape))
+  t = jnp.asarray([900, 500, 100])
+  both = denoise(z, t, 0.5 * z, (sampling.ALL, sampling.NONE_GIVEN))
+  for i, variant in enumerate((sampling.ALL, sampling.NONE_GIVEN)):
+    np.testing.assert_allclose(both[i], denoise(z, t, 0.5 * z, (variant,))[0],
+                               atol=1e-5)
+  assert np.abs(both[0] - both[1]).max() > 0
+  d = gen.sample([0, 5, 11], seed=3, steps=4, sampler='dpmpp')
+  np.testing.assert_array_equal(
+      d, gen.sample([0, 5, 11], seed=3, steps=4, sampler='dpmpp'))
+  assert np.abs(d - a).max() > 0
   with pytest.raises(ValueError, match='labels must be in'):
     gen.sample([12 + 1], steps=2)
+  with pytest.raises(ValueError, match='sampler'):
+    gen.sample([0], steps=2, sampler='euler')
 
 
 def test_sample_cli_writes_videos_and_grid(trained, tmp_path):
@@ -124,7 +145,8 @@ def test_sample_cli_writes_videos_and_grid(trained, tmp_path):
   env = {**os.environ, 'PYTHONPATH': ROOT}
   r = subprocess.run(
       [sys.executable, '-m', 'walt.sample', f'--workdir={workdir}',
-       f'--out={out}', '--class_label=4', '--num_samples=2', '--steps=3'],
+       f'--out={out}', '--class_label=4', '--num_samples=2', '--steps=3',
+       '--sampler=dpmpp', '--guidance_class=2'],
       env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   files = set(os.listdir(out))
@@ -132,6 +154,7 @@ def test_sample_cli_writes_videos_and_grid(trained, tmp_path):
           'samples.json'} <= files
   info = json.loads((out / 'samples.json').read_text())
   assert info['labels'] == [4, 4] and info['steps'] == 3
+  assert info['sampler'] == 'dpmpp' and info['guidance_class'] == 2.0
 
 
 def test_latent_cache_matches_on_the_fly_encoding_and_trains(

@@ -129,7 +129,8 @@ def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
   assert r['num_samples'] == 8 and m['fvd'] >= 0 and np.isfinite(m['fvd_std'])
   assert len(p['fvd_per_repeat']) == 2
   for key in ('feature_network', 'resize', 'value_range', 'frames',
-              'frame_stride', 'split', 'repeats', 'steps', 'guidance'):
+              'frame_stride', 'split', 'repeats', 'sampler', 'steps',
+              'guidance'):
     assert key in p, key
   assert p['frames'] == 9 and 'RANDOM' in p['warning']
   if name == 'ucf101':

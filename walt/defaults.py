@@ -81,7 +81,8 @@ def denoiser():
       'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0,
       'max_nonfinite': 20})
   c.eval = ml_collections.ConfigDict({
-      'steps': 50, 'eta': 0.0, 'guidance': 1.0, 'samples_per_class': 8,
+      'sampler': 'ddim', 'steps': 50, 'eta': 0.0, 'guidance': 1.0,
+      'samples_per_class': 8,
       'batch_size': 32, 'num_summary_videos': 4,
       # > 0: also score tokenizer round trips of this many validation clips
       'reference_examples': 0})
@@ -106,7 +107,7 @@ def evaluation(task: str) -> ml_collections.ConfigDict:
   c.repeats = 1
   c.batch_size = 16  # samples per sampler call (global)
   c.sampler = ml_collections.ConfigDict(
-      {'steps': 50, 'guidance': 1.0, 'eta': 0.0})
+      {'sampler': 'ddim', 'steps': 50, 'guidance': 1.0, 'eta': 0.0})
   c.features = ml_collections.ConfigDict({
       'weights': '',  # converted feature-network weights (.npz)
       'resize_method': 'tf1',  # I3D input resize (FVD reference: TF1 grid)

@@ -1,16 +1,20 @@
-"""DDIM sampling (trailing spacing, eta) with self-conditioning and
-classifier-free guidance, as one jitted loop (`lax.fori_loop`).
+"""Samplers: DDIM (trailing spacing, eta) and DPM-Solver++(2M), with
+self-conditioning and classifier-free guidance per condition, each one
+jitted loop (`lax.fori_loop`).
 
-`denoise(z, t, x0_self_cond, conditional) -> v` is the model: `z` the noisy
-latent `[b, ...]`, `t` int32 steps `[b]`, `x0_self_cond` the previous step's
-x0 estimate (zeros at the first step), `conditional` a Python bool (False:
-the null condition, for guidance). Guided v = v_u + w (v_c - v_u): w = 1 is
-the plain conditional model, w = 0 the unconditional one.
+`denoise(z, t, x0_self_cond, variants) -> v [k, b, ...]` is the model: `z`
+the noisy latent `[b, ...]`, `t` int32 steps `[b]`, `x0_self_cond` the
+previous step's x0 estimate (zeros at the first step), `variants` a tuple of
+k (class given, frames given) pairs: the model runs once on k x b samples
+and returns one v per variant (guidance needs the conditional and the
+unconditional passes; see `Guidance`). Guided v = v_u + w (v_c - v_u): w = 1
+is the plain conditional model, w = 0 the unconditional one.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +22,8 @@ import numpy as np
 
 from walt.diffusion import schedule as sched_lib
 
-Denoise = Callable[[jax.Array, jax.Array, jax.Array, bool], jax.Array]
+Denoise = Callable[[jax.Array, jax.Array, jax.Array, tuple], jax.Array]
+SAMPLERS = ('ddim', 'dpmpp')
 
 
 def trailing_timesteps(num_train_steps: int, num_sample_steps: int
@@ -34,12 +39,62 @@ def trailing_timesteps(num_train_steps: int, num_sample_steps: int
           - 1)
 
 
-def guided_v(denoise: Denoise, z, t, x0_sc, guidance: float):
-  v_c = denoise(z, t, x0_sc, True)
-  if guidance == 1.0:
-    return v_c
-  v_u = denoise(z, t, x0_sc, False)
-  return v_u + guidance * (v_c - v_u)
+Variant = tuple[bool, bool]  # (class given, frames given)
+ALL, FRAMES_ONLY, NONE_GIVEN = (True, True), (False, True), (False, False)
+CLASS_ONLY = (True, False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+  """Classifier-free guidance scales per condition (1 = no guidance).
+
+  With frame conditioning and two different scales the guided v is
+  v(-, -) + w_frames (v(-, f) - v(-, -)) + w_class (v(c, f) - v(-, f))
+  (c: class given, f: frames given); with equal scales it reduces to
+  v(-, -) + w (v(c, f) - v(-, -)), so one scale keeps the two-pass form.
+  """
+  class_scale: float = 1.0
+  frames_scale: float = 1.0
+
+  @classmethod
+  def of(cls, guidance: 'float | Guidance') -> 'Guidance':
+    if isinstance(guidance, Guidance):
+      return guidance
+    return cls(float(guidance), float(guidance))
+
+  def variants(self, frames: bool) -> tuple[Variant, ...]:
+    """The model passes needed, the fully conditional one first."""
+    wc, wf = self.class_scale, self.frames_scale
+    if not frames or wf == 1.0 and wc == 1.0:
+      return (ALL,) if wc == 1.0 else (ALL, NONE_GIVEN)
+    if wf == 1.0:
+      return (ALL, FRAMES_ONLY)
+    if wc == 1.0:
+      return (ALL, CLASS_ONLY)
+    if wc == wf:
+      return (ALL, NONE_GIVEN)
+    return (ALL, FRAMES_ONLY, NONE_GIVEN)
+
+  def combine(self, vs: Sequence[jax.Array], frames: bool) -> jax.Array:
+    """Guided v from the passes of `variants(frames)`, in that order."""
+    variants = self.variants(frames)
+    if len(variants) == 1:
+      return vs[0]
+    if len(variants) == 2:
+      w = self.frames_scale if variants[1] == CLASS_ONLY else (
+          self.class_scale)
+      return vs[1] + w * (vs[0] - vs[1])
+    v_all, v_frames, v_none = vs
+    return (v_none + self.frames_scale * (v_frames - v_none)
+            + self.class_scale * (v_all - v_frames))
+
+
+def guided_v(denoise: Denoise, z, t, x0_sc, guidance: 'float | Guidance',
+             frames: bool = False) -> jax.Array:
+  """The guided v: all passes `guidance` needs in one call of `denoise`
+  (one forward of k x b samples)."""
+  g = Guidance.of(guidance)
+  return g.combine(denoise(z, t, x0_sc, g.variants(frames)), frames)
 
 
 def ddim_step(z, v, alpha, sigma, alpha_prev, sigma_prev, eta, noise):
@@ -58,8 +113,9 @@ def ddim_step(z, v, alpha, sigma, alpha_prev, sigma_prev, eta, noise):
 
 def ddim_sample(denoise: Denoise, noise: jax.Array, rng: jax.Array,
                 schedule: sched_lib.Schedule, num_steps: int = 50,
-                eta: float = 0.0, guidance: float = 1.0,
-                self_condition: bool = True) -> jax.Array:
+                eta: float = 0.0, guidance: 'float | Guidance' = 1.0,
+                self_condition: bool = True, frames: bool = False
+                ) -> jax.Array:
   """Runs DDIM from `noise` `[b, ...]` (the latent at the last step); returns
   the final x0 `[b, ...]`. Call under `jax.jit`: the loop is a fori_loop.
   """
@@ -74,7 +130,7 @@ def ddim_sample(denoise: Denoise, noise: jax.Array, rng: jax.Array,
     alpha, sigma = schedule.alpha_sigma(t)
     alpha_prev, sigma_prev = schedule.alpha_sigma(t_prev)
     v = guided_v(denoise, z, t, x0_sc if self_condition else
-                 jnp.zeros_like(z), guidance)
+                 jnp.zeros_like(z), guidance, frames)
     step_noise = jax.random.normal(jax.random.fold_in(rng, i), z.shape,
                                    z.dtype)
     z, x0 = ddim_step(z, v, alpha, sigma, alpha_prev, sigma_prev, eta,
@@ -83,3 +139,66 @@ def ddim_sample(denoise: Denoise, noise: jax.Array, rng: jax.Array,
 
   z, _ = jax.lax.fori_loop(0, num_steps, body, (noise, jnp.zeros_like(noise)))
   return z
+
+
+def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
+                    schedule: sched_lib.Schedule, num_steps: int = 15,
+                    guidance: 'float | Guidance' = 1.0,
+                    self_condition: bool = True, frames: bool = False
+                    ) -> jax.Array:
+  """DPM-Solver++(2M) (Lu et al. 2022), deterministic, on the trailing
+  steps; returns the final x0 `[b, ...]`. Call under `jax.jit`.
+
+  In data prediction form with lambda = log(alpha / sigma) and
+  h = lambda_i - lambda_{i-1}, a first-order step is
+  z_i = (sigma_i / sigma_{i-1}) z_{i-1} + (alpha_i - alpha_{i-1} sigma_i /
+  sigma_{i-1}) D (DDIM), which stays finite at the first step where alpha =
+  0 (lambda = -inf); the second-order step replaces D by
+  D + (D - D_prev) h / (2 h_prev). The first step (no previous estimate,
+  h_prev infinite) and the last one (to sigma = 0, h infinite) are first
+  order.
+  """
+  ts = jnp.asarray(trailing_timesteps(schedule.num_steps, num_steps))
+  prevs = jnp.concatenate([ts[1:], jnp.asarray([-1], jnp.int32)])
+  batch = noise.shape[0]
+  b = lambda a: sched_lib._bcast(a, noise)  # pylint: disable=protected-access
+
+  def lam(alpha, sigma):
+    # -inf at alpha = 0, +inf at sigma = 0.
+    return jnp.log(alpha) - jnp.log(sigma)
+
+  def body(i, carry):
+    z, x0_prev, h_prev = carry
+    t = jnp.full((batch,), ts[i], jnp.int32)
+    t_next = jnp.full((batch,), prevs[i], jnp.int32)
+    alpha, sigma = schedule.alpha_sigma(t)
+    alpha_n, sigma_n = schedule.alpha_sigma(t_next)
+    v = guided_v(denoise, z, t, x0_prev if self_condition else
+                 jnp.zeros_like(z), guidance, frames)
+    x0 = sched_lib.x0_from_v(z, v, alpha, sigma)
+    h = lam(alpha_n, sigma_n) - lam(alpha, sigma)
+    second = jnp.logical_and(jnp.isfinite(h_prev), jnp.isfinite(h))
+    ratio = jnp.where(second, h / jnp.where(second, 2.0 * h_prev, 1.0), 0.0)
+    d = x0 + b(ratio) * (x0 - x0_prev)
+    z = (b(sigma_n / sigma) * z
+         + b(alpha_n - alpha * sigma_n / sigma) * d)
+    return z, x0, h
+
+  init = (noise, jnp.zeros_like(noise),
+          jnp.full((batch,), jnp.inf, jnp.float32))
+  z, _, _ = jax.lax.fori_loop(0, num_steps, body, init)
+  return z
+
+
+def sample(sampler: str, denoise: Denoise, noise: jax.Array, rng: jax.Array,
+           schedule: sched_lib.Schedule, num_steps: int, eta: float = 0.0,
+           guidance: 'float | Guidance' = 1.0, self_condition: bool = True,
+           frames: bool = False) -> jax.Array:
+  """`sampler` in `SAMPLERS`; DPM-Solver++ is deterministic (eta unused)."""
+  if sampler == 'ddim':
+    return ddim_sample(denoise, noise, rng, schedule, num_steps, eta,
+                       guidance, self_condition, frames)
+  if sampler == 'dpmpp':
+    return dpmpp_2m_sample(denoise, noise, schedule, num_steps, guidance,
+                           self_condition, frames)
+  raise ValueError(f'sampler={sampler!r}: one of {SAMPLERS}')

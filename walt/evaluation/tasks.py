@@ -123,11 +123,12 @@ def take(batches, n: int) -> dict[str, np.ndarray]:
 
 def sample_kwargs(config) -> dict:
   s = config.sampler
-  return {'steps': s.steps, 'eta': s.eta, 'guidance': s.guidance}
+  return {'sampler': s.get('sampler', 'ddim'), 'steps': s.steps,
+          'eta': s.eta, 'guidance': s.guidance}
 
 
 def sampler_protocol(config) -> dict:
-  return {'sampler': 'ddim (trailing spacing)', **sample_kwargs(config),
+  return {**sample_kwargs(config), 'spacing': 'trailing',
           'seed': config.seed}
 
 

@@ -5,9 +5,11 @@
     videos = gen.sample(labels=[0, 1, 2], seed=0, steps=50)  # [3, T, H, W, 3]
 
 `Generator` holds the denoiser (EMA params by default), the tokenizer it was
-trained with and the diffusion schedule; each (steps, eta, guidance,
-decode, frame conditioning) combination compiles one jitted function
-running the whole DDIM loop and the decoder, once for the object's lifetime.
+trained with and the diffusion schedule; each (sampler, steps, eta,
+guidance scales, decode, frame conditioning) combination compiles one
+jitted function running the whole sampling loop (DDIM or DPM-Solver++(2M);
+guidance passes batched into one forward) and the decoder, once for the
+object's lifetime.
 Samples are spread over all devices (batch axis on the mesh's data axes);
 the CLI is `python -m walt.sample`.
 """
@@ -134,25 +136,36 @@ class Generator:
     null = jnp.full_like(labels, self.num_classes) if labels is not None \
         else None
 
-    def denoise(z, t, x0_sc, conditional):
-      # The unconditional branch drops every condition (class and frames).
-      return self.model.apply(
-          {'params': params}, z, self.schedule.time_input(t),
-          labels=labels if conditional else null,
-          self_cond=x0_sc,
-          cond_latent=cond_latent if conditional else None,
-          cond_mask=cond_mask if conditional else None)
+    def denoise(z, t, x0_sc, variants):
+      """One forward of len(variants) x b samples -> v `[k, b, ...]`."""
+      k = len(variants)
+      tile = lambda a: jnp.concatenate([a] * k) if k > 1 else a
+      pick = lambda given, a, other: jnp.concatenate(
+          [a if g else other for g in given]) if k > 1 else (
+              a if given[0] else other)
+      with_class = [v[0] for v in variants]
+      with_frames = [v[1] for v in variants]
+      lab = None if labels is None else pick(with_class, labels, null)
+      cl = cm = None
+      if cond_latent is not None:
+        cl = pick(with_frames, cond_latent, jnp.zeros_like(cond_latent))
+        cm = pick(with_frames, cond_mask, jnp.zeros_like(cond_mask))
+      v = self.model.apply(
+          {'params': params}, tile(z), self.schedule.time_input(tile(t)),
+          labels=lab, self_cond=tile(x0_sc), cond_latent=cl, cond_mask=cm)
+      return v.reshape(k, *z.shape)
     return denoise
 
-  def _fn(self, steps: int, eta: float, guidance: float, decode: bool,
-          frame_cond: bool):
-    key = (steps, eta, guidance, decode, frame_cond)
+  def _fn(self, sampler: str, steps: int, eta: float,
+          guidance: sampling.Guidance, decode: bool, frame_cond: bool):
+    key = (sampler, steps, eta, guidance, decode, frame_cond)
     if key not in self._compiled:
       def run(params, tok_params, noise, rng, labels, cond_latent, cond_mask):
         denoise = self._denoise(params, labels, cond_latent, cond_mask)
-        z = sampling.ddim_sample(
-            denoise, noise, rng, self.schedule, steps, eta, guidance,
-            self_condition=self.config.self_conditioning)
+        z = sampling.sample(
+            sampler, denoise, noise, rng, self.schedule, steps, eta,
+            guidance, self_condition=self.config.self_conditioning,
+            frames=frame_cond)
         if frame_cond:  # given frames are kept exactly
           m = cond_mask[:, :, None, None, None]
           z = m * cond_latent + (1 - m) * z
@@ -170,15 +183,26 @@ class Generator:
   def sample_latents(self, labels: Sequence[int] | None = None, *,
                      num_samples: int | None = None, seed: int = 0,
                      steps: int = 50, eta: float = 0.0,
-                     guidance: float = 1.0, frames: int | None = None,
+                     guidance: float = 1.0,
+                     guidance_class: float | None = None,
+                     guidance_frames: float | None = None,
+                     sampler: str = 'ddim', frames: int | None = None,
                      cond_latent=None, cond_mask=None,
                      decode: bool = False) -> np.ndarray:
     """Normalised latents `[n, t, h, w, c]` (or videos if `decode`).
 
     labels: one class per sample (class-conditional models); `num_samples`
       otherwise. cond_latent/cond_mask: frame conditioning (`[n, t, h, w, c]`
-      normalised latents, `[n, t]` 1 = given).
+      normalised latents, `[n, t]` 1 = given). guidance: the scale of every
+      condition; `guidance_class` / `guidance_frames` override it per
+      condition (`sampling.Guidance`). sampler: 'ddim' or 'dpmpp'
+      (DPM-Solver++(2M), deterministic: `eta` unused).
     """
+    if sampler not in sampling.SAMPLERS:
+      raise ValueError(f'sampler={sampler!r}: one of {sampling.SAMPLERS}')
+    scales = sampling.Guidance(
+        float(guidance if guidance_class is None else guidance_class),
+        float(guidance if guidance_frames is None else guidance_frames))
     if labels is not None:
       labels = np.asarray(labels, np.int32).reshape(-1)
       if self.num_classes == 0:
@@ -206,7 +230,7 @@ class Generator:
     sharding = mesh_lib.batch_sharding(self.mesh, self.rules)
     put = lambda a: None if a is None else mesh_lib.put_global(
         mesh_lib.pad_batch(a, padded), sharding)
-    fn = self._fn(steps, float(eta), float(guidance), decode, frame_cond)
+    fn = self._fn(sampler, steps, float(eta), scales, decode, frame_cond)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       out = fn(self.params, self.tokenizer.params if decode else None,
                put(noise), jax.random.fold_in(rng, 1),

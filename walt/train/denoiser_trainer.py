@@ -176,7 +176,8 @@ class DenoiserTask:
     started = time.time()
     videos = gen.sample_many(labels, batch_size=e.batch_size,
                              seed=self.config.seed + 1, steps=e.steps,
-                             eta=e.eta, guidance=e.guidance)
+                             eta=e.eta, guidance=e.guidance,
+                             sampler=e.sampler)
     scores = oracle.score_samples(self.config.data.name, videos, labels)
     if scores and e.reference_examples:
       # The tokenizer's ceiling: the same score on reconstructions of real
@@ -190,7 +191,7 @@ class DenoiserTask:
           os.path.join(self.workdir, 'samples', str(step)), 'class_samples',
           video_ops.to_uint8(videos[first]))
     protocol = {
-        'sampler': 'ddim', 'steps': e.steps, 'eta': e.eta,
+        'sampler': e.sampler, 'steps': e.steps, 'eta': e.eta,
         'guidance': e.guidance, 'spacing': 'trailing',
         'samples_per_class': e.samples_per_class,
         'params': 'ema' if state.ema_params is not None else 'raw',
