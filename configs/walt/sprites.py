@@ -72,7 +72,9 @@ def get_config(arg=None):
                     'spatiotemporal_window': (0, 2, 2)})
     c.batch_size = 32
     c.total_steps = 600
-    c.optimizer.update({'lr': 2e-3, 'warmup_steps': 50})
+    # lr 4e-3: colour accuracy 96% at step 600 against 85% at 2e-3 (same
+    # tokenizer and cache, 96 samples; class accuracy 32% vs 33%).
+    c.optimizer.update({'lr': 4e-3, 'warmup_steps': 50})
     c.ema_decay = 0.99
     c.log_every, c.checkpoint_every = 50, 600
     c.eval_every, c.summary_every = 600, 0
