@@ -23,6 +23,8 @@ from walt.data import latent_cache
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.diffusion import sampling
+from walt.evaluation import oracle
+from walt.tools import denoiser_probe
 from walt.parallel import mesh as mesh_lib
 from walt.train import denoiser_trainer
 
@@ -91,6 +93,33 @@ def test_evaluation_compiles_once_per_job(trained, tmp_path):
     with CompileCounter() as second:
       task.evaluate(state, 2)
   assert second.count == 0
+
+
+def test_denoiser_probe_scores_predictions_against_the_clips(trained):
+  """At t=0 the noisy latent is the clean one, so the probe's x0 decodes to
+  the tokenizer's reconstruction: its oracle scores are those of the round
+  trip (labels aligned with their clips through the batching)."""
+  workdir, _, _ = trained
+  labels = np.arange(12)
+  swapped = denoiser_probe.swap_shape(labels)
+  np.testing.assert_array_equal(swapped % 4, labels % 4)  # colour kept
+  assert np.all(swapped // 4 != labels // 4)  # shape changed
+  gen = inference.load_denoiser(workdir)
+  out = denoiser_probe.probe(gen, [0, 999], num_examples=12, batch_size=5)
+  assert set(out) == {0, 999}
+  videos, clip_labels = [], []
+  for b in pipeline.eval_batches(gen.data_config, batch_size=12,
+                                 num_examples=12, frames=5):
+    videos.append(b['video'])
+    clip_labels.append(b['label'][:, 0])
+  recon = gen.tokenizer.decode(gen.tokenizer.encode(
+      jnp.asarray(np.concatenate(videos))))
+  ceiling = oracle.score_samples(gen.data_config.name, np.asarray(recon),
+                                 np.concatenate(clip_labels))
+  for key in ('class_accuracy', 'color_accuracy', 'shape_accuracy'):
+    assert abs(out[0][key] - ceiling[key]) <= 1 / 12 + 1e-6, key
+  for r in out.values():
+    assert all(0.0 <= v <= 1.0 for v in r.values())
 
 
 def test_sized_config_takes_explicit_fields():
