@@ -209,3 +209,17 @@ def test_config_validation_rejects_bad_windows():
   c.model.num_layers = 5
   with pytest.raises(ValueError, match='even'):
     denoiser_trainer.check_config(c, {})
+  c.model.num_layers = 4
+  c.diffusion.self_cond_prob = 0.5  # the quick model has no such input
+  with pytest.raises(ValueError, match='self_conditioning'):
+    denoiser_trainer.check_config(c, {})
+  c.diffusion.self_cond_prob = 0.0
+  c.diffusion.t_sampling = 'cosine'
+  with pytest.raises(ValueError, match='t_sampling'):
+    denoiser_trainer.check_config(c, {})
+  c.diffusion.t_sampling = 'uniform'
+  c.eval.sampler = 'euler'
+  with pytest.raises(ValueError, match='eval.sampler'):
+    denoiser_trainer.check_config(c, {})
+  c.eval.sampler = 'dpmpp'
+  denoiser_trainer.check_config(c, {})

@@ -39,7 +39,10 @@ def _config(data_dir, tokenizer_dir, steps=STEPS, cache=''):
                  'resolution': (32, 32), 'image_fraction': 0.25})
   c.tokenizer.workdir = tokenizer_dir
   c.latents.cache = cache
-  c.model.update({'num_layers': 2, 'width': 32, 'num_heads': 2})
+  # Self-conditioning on (the quick config turns it off for speed).
+  c.model.update({'num_layers': 2, 'width': 32, 'num_heads': 2,
+                  'self_conditioning': True})
+  c.diffusion.self_cond_prob = 0.9
   c.optimizer.update({'lr': 3e-3, 'warmup_steps': 5})
   c.batch_size, c.total_steps = 16, steps
   c.log_every, c.checkpoint_every = 1, steps

@@ -29,6 +29,7 @@ from walt.data import pipeline
 from walt.data import video_ops
 from walt import defaults
 from walt.diffusion import objectives
+from walt.diffusion import sampling
 from walt.diffusion import schedule as sched_lib
 from walt.evaluation import oracle
 from walt.evaluation import results as results_lib
@@ -56,9 +57,16 @@ def check_config(config, mesh_shape) -> None:
       raise ValueError(f'diffusion.{name}={d[name]} not in [0, 1]')
   if d.frame_cond_frames >= latent_shape(config)[0] and d.frame_cond_prob:
     raise ValueError('diffusion.frame_cond_frames leaves no frame to predict')
+  if d.self_cond_prob > 0 and not config.model.self_conditioning:
+    raise ValueError('diffusion.self_cond_prob > 0 needs '
+                     'model.self_conditioning=True (or set the prob to 0)')
+  objectives.ObjectiveConfig.from_config(d, 0)  # t sampling, loss weighting
   if not 1 <= config.eval.steps <= d.num_steps:
     raise ValueError(f'eval.steps={config.eval.steps} not in [1, '
                      f'{d.num_steps}]')
+  if config.eval.sampler not in sampling.SAMPLERS:
+    raise ValueError(f'eval.sampler={config.eval.sampler!r}: one of '
+                     f'{sampling.SAMPLERS}')
 
 
 VALIDATORS = (check_config,)
