@@ -97,6 +97,22 @@ def guided_v(denoise: Denoise, z, t, x0_sc, guidance: 'float | Guidance',
   return g.combine(denoise(z, t, x0_sc, g.variants(frames)), frames)
 
 
+def _steps(schedule: sched_lib.Schedule, num_steps: int, batch: int):
+  """`at(i) -> (t, alpha, sigma, alpha_next, sigma_next)` for loop index
+  i: the step visited (int32 `[batch]`) and the schedule there and at the
+  next visited step (t = -1, the clean end point, after the last)."""
+  ts = jnp.asarray(trailing_timesteps(schedule.num_steps, num_steps))
+  nexts = jnp.concatenate([ts[1:], jnp.asarray([-1], jnp.int32)])
+
+  def at(i):
+    t = jnp.full((batch,), ts[i], jnp.int32)
+    alpha, sigma = schedule.alpha_sigma(t)
+    alpha_n, sigma_n = schedule.alpha_sigma(
+        jnp.full((batch,), nexts[i], jnp.int32))
+    return t, alpha, sigma, alpha_n, sigma_n
+  return at
+
+
 def ddim_step(z, v, alpha, sigma, alpha_prev, sigma_prev, eta, noise):
   """One DDIM update z_t -> z_prev from the model's v; returns (z_prev, x0)."""
   x0 = sched_lib.x0_from_v(z, v, alpha, sigma)
@@ -119,16 +135,11 @@ def ddim_sample(denoise: Denoise, noise: jax.Array, rng: jax.Array,
   """Runs DDIM from `noise` `[b, ...]` (the latent at the last step); returns
   the final x0 `[b, ...]`. Call under `jax.jit`: the loop is a fori_loop.
   """
-  ts = jnp.asarray(trailing_timesteps(schedule.num_steps, num_steps))
-  prevs = jnp.concatenate([ts[1:], jnp.asarray([-1], jnp.int32)])
-  batch = noise.shape[0]
+  at = _steps(schedule, num_steps, noise.shape[0])
 
   def body(i, carry):
     z, x0_sc = carry
-    t = jnp.full((batch,), ts[i], jnp.int32)
-    t_prev = jnp.full((batch,), prevs[i], jnp.int32)
-    alpha, sigma = schedule.alpha_sigma(t)
-    alpha_prev, sigma_prev = schedule.alpha_sigma(t_prev)
+    t, alpha, sigma, alpha_prev, sigma_prev = at(i)
     v = guided_v(denoise, z, t, x0_sc if self_condition else
                  jnp.zeros_like(z), guidance, frames)
     step_noise = jax.random.normal(jax.random.fold_in(rng, i), z.shape,
@@ -158,9 +169,8 @@ def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
   h_prev infinite) and the last one (to sigma = 0, h infinite) are first
   order.
   """
-  ts = jnp.asarray(trailing_timesteps(schedule.num_steps, num_steps))
-  prevs = jnp.concatenate([ts[1:], jnp.asarray([-1], jnp.int32)])
   batch = noise.shape[0]
+  at = _steps(schedule, num_steps, batch)
   b = lambda a: sched_lib._bcast(a, noise)  # pylint: disable=protected-access
 
   def lam(alpha, sigma):
@@ -169,10 +179,7 @@ def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
 
   def body(i, carry):
     z, x0_prev, h_prev = carry
-    t = jnp.full((batch,), ts[i], jnp.int32)
-    t_next = jnp.full((batch,), prevs[i], jnp.int32)
-    alpha, sigma = schedule.alpha_sigma(t)
-    alpha_n, sigma_n = schedule.alpha_sigma(t_next)
+    t, alpha, sigma, alpha_n, sigma_n = at(i)
     v = guided_v(denoise, z, t, x0_prev if self_condition else
                  jnp.zeros_like(z), guidance, frames)
     x0 = sched_lib.x0_from_v(z, v, alpha, sigma)

@@ -138,22 +138,19 @@ class Generator:
 
     def denoise(z, t, x0_sc, variants):
       """One forward of len(variants) x b samples -> v `[k, b, ...]`."""
-      k = len(variants)
-      tile = lambda a: jnp.concatenate([a] * k) if k > 1 else a
-      pick = lambda given, a, other: jnp.concatenate(
-          [a if g else other for g in given]) if k > 1 else (
-              a if given[0] else other)
-      with_class = [v[0] for v in variants]
-      with_frames = [v[1] for v in variants]
-      lab = None if labels is None else pick(with_class, labels, null)
+      # Per variant: the condition where given, the null one where not.
+      pick = lambda a, null_a, i: jnp.concatenate(
+          [a if v[i] else null_a for v in variants])
+      tile = lambda a: jnp.concatenate([a] * len(variants))
+      lab = None if labels is None else pick(labels, null, 0)
       cl = cm = None
       if cond_latent is not None:
-        cl = pick(with_frames, cond_latent, jnp.zeros_like(cond_latent))
-        cm = pick(with_frames, cond_mask, jnp.zeros_like(cond_mask))
+        cl = pick(cond_latent, jnp.zeros_like(cond_latent), 1)
+        cm = pick(cond_mask, jnp.zeros_like(cond_mask), 1)
       v = self.model.apply(
           {'params': params}, tile(z), self.schedule.time_input(tile(t)),
           labels=lab, self_cond=tile(x0_sc), cond_latent=cl, cond_mask=cm)
-      return v.reshape(k, *z.shape)
+      return v.reshape(len(variants), *z.shape)
     return denoise
 
   def _fn(self, sampler: str, steps: int, eta: float,

@@ -30,6 +30,7 @@ from walt.data import pipeline
 from walt.data import sprites
 from walt.diffusion import schedule as sched_lib
 from walt.evaluation import oracle
+from walt.evaluation import tasks
 from walt.inference import generator as generator_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Denoiser workdir.')
@@ -66,8 +67,7 @@ def probe(gen: generator_lib.Generator, steps: Sequence[int],
     videos.append(b['video'])
     labels.append(b['label'][:, 0])
   videos, labels = np.concatenate(videos), np.concatenate(labels)
-  latents = [tok.encode(jnp.asarray(videos[i:i + batch_size]))
-             for i in range(0, len(videos), batch_size)]
+  latents = tasks.map_batches(tok.encode, videos, gen.mesh, batch_size)
 
   @jax.jit
   def predict_x0(params, z0, t, labels, rng):
@@ -80,10 +80,11 @@ def probe(gen: generator_lib.Generator, steps: Sequence[int],
 
   def decoded(t: int, labels: np.ndarray) -> np.ndarray:
     out = []
-    for i, z in enumerate(latents):
+    for i in range(0, len(latents), batch_size):
+      z = jnp.asarray(latents[i:i + batch_size])
       n = z.shape[0]
       x0 = predict_x0(gen.params, z, jnp.full((n,), t, jnp.int32),
-                      jnp.asarray(labels[i * batch_size:][:n], jnp.int32),
+                      jnp.asarray(labels[i:i + n], jnp.int32),
                       jax.random.key(seed * 7919 + i))
       out.append(np.asarray(tok.decode(x0)))
     return np.concatenate(out)
