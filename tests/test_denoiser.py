@@ -223,3 +223,16 @@ def test_config_validation_rejects_bad_windows():
     denoiser_trainer.check_config(c, {})
   c.eval.sampler = 'dpmpp'
   denoiser_trainer.check_config(c, {})
+  c.diffusion.frame_cond_prob = 0.5
+  c.diffusion.frame_cond_modes = {'predict': 1.0, 'rewind': 1.0}
+  with pytest.raises(ValueError, match='rewind'):
+    denoiser_trainer.check_config(c, {})
+  c.diffusion.frame_cond_modes = {'predict': 0.0, 'interpolate': 1.0}
+  denoiser_trainer.check_config(c, {})  # 3 latent frames
+  c.data.frames, c.diffusion.frame_cond_frames = 5, 1
+  with pytest.raises(ValueError, match='interpolation'):
+    denoiser_trainer.check_config(c, {})
+  # The shipped prediction config passes (and trains on 17-frame clips).
+  p = _load('configs/walt/sprites_prediction.py', None)
+  denoiser_trainer.check_config(p, {})
+  assert p.data.frames == 17 and p.diffusion.frame_cond_prob == 0.9

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import flax.linen as nn
+import mediapy
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +24,7 @@ from walt.data import latent_cache
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.diffusion import sampling
+from walt.inference import frames as frames_lib
 from walt.evaluation import oracle
 from walt.tools import denoiser_probe
 from walt.parallel import mesh as mesh_lib
@@ -43,6 +45,8 @@ def _config(data_dir, tokenizer_dir, steps=STEPS, cache=''):
   c.model.update({'num_layers': 2, 'width': 32, 'num_heads': 2,
                   'self_conditioning': True})
   c.diffusion.self_cond_prob = 0.9
+  # Half the clips given their first latent frame (1 pixel frame).
+  c.diffusion.update({'frame_cond_prob': 0.5, 'frame_cond_frames': 1})
   c.optimizer.update({'lr': 3e-3, 'warmup_steps': 5})
   c.batch_size, c.total_steps = 16, steps
   c.log_every, c.checkpoint_every = 1, steps
@@ -171,6 +175,63 @@ def test_sampler_api_is_deterministic_and_conditional(trained):
     gen.sample([0], steps=2, sampler='euler')
 
 
+def test_pixel_conditioning_api(trained):
+  """predict / image_to_video / extend / interpolate: inputs validated and
+  resized, given frames returned unchanged, the given latent kept exactly
+  (so a decoded first frame is the tokenizer's round trip of the image)."""
+  workdir, _, _ = trained
+  gen = sampler.Generator.load(workdir)
+  assert gen.clip_shape == (5, 32, 32) and gen.trained_with_frames
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (2, 48, 40, 3), dtype=np.uint8)
+  kw = {'steps': 3, 'seed': 1}
+  videos = gen.image_to_video(image, labels=[3, 7], **kw)
+  assert videos.shape == (2, 5, 32, 32, 3)
+  fitted = frames_lib.images_to_frames(image, (32, 32))
+  np.testing.assert_array_equal(videos[:, :1], fitted)
+  np.testing.assert_array_equal(
+      videos, gen.predict(fitted, labels=[3, 7], **kw))
+  # Before the given pixels are pasted back: the sampler keeps the given
+  # latent frame exactly, and the causal decoder's first frame depends on
+  # it alone.
+  z = np.zeros((2, *gen.config.latent_shape), np.float32)
+  z[:, :1] = gen.tokenizer.encode(fitted)
+  mask = np.zeros((2, z.shape[1]), np.float32)
+  mask[:, 0] = 1
+  for weight in (0.0, 2.0):  # frame channels, reconstruction guidance
+    raw = gen.sample([3, 7], cond_latent=z, cond_mask=mask,
+                     reconstruction_weight=weight, **kw)
+    round_trip = np.asarray(gen.tokenizer.decode(z[:, :1]))
+    np.testing.assert_allclose(raw[:, 0], round_trip[:, 0], atol=2e-5)
+  # Long video: each chunk continues the last frame (context 1 here).
+  long = gen.extend(videos, 3, labels=[3, 7], context=1, **kw)
+  assert long.shape == (2, 5 + 3 * 4, 32, 32, 3)
+  np.testing.assert_array_equal(long[:, :5], videos)
+  np.testing.assert_array_equal(
+      long, gen.predict(fitted, num_frames=17, labels=[3, 7], **kw))
+  # Longer videos reuse the one clip's compiled function (so its memory),
+  # and chunk boundaries change no more than the frames inside chunks.
+  compiled = gen.num_compiled
+  long = gen.extend(videos, 5, labels=[3, 7], context=1, **kw)
+  assert gen.num_compiled == compiled and long.shape[1] == 25
+  at, inside = frames_lib.boundary_change(long, range(5, 25, 4))
+  assert at <= 1.5 * inside, (at, inside)
+  ends = gen.interpolate(image[0], image[1], **kw)
+  np.testing.assert_allclose(ends[0, 0], fitted[0, 0], atol=1e-6)
+  np.testing.assert_allclose(ends[0, 1:], np.repeat(fitted[1], 4, 0),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match='1 \\+ 4k'):
+    gen.predict(np.zeros((1, 2, 32, 32, 3), np.uint8))
+  with pytest.raises(ValueError, match='nothing to generate'):
+    gen.predict(np.zeros((1, 5, 32, 32, 3), np.uint8))
+  with pytest.raises(ValueError, match='RGB'):
+    gen.predict(np.zeros((1, 1, 32, 32), np.uint8))
+  with pytest.raises(ValueError, match=r'\[-1, 1\]'):
+    gen.predict(np.full((1, 1, 32, 32, 3), 255.0, np.float32))
+  with pytest.raises(ValueError, match='labels for'):
+    gen.image_to_video(image, labels=[1, 2, 3], **kw)
+
+
 def test_sample_cli_writes_videos_and_grid(trained, tmp_path):
   workdir, _, _ = trained
   out = tmp_path / 'samples'
@@ -187,6 +248,23 @@ def test_sample_cli_writes_videos_and_grid(trained, tmp_path):
   info = json.loads((out / 'samples.json').read_text())
   assert info['labels'] == [4, 4] and info['steps'] == 3
   assert info['sampler'] == 'dpmpp' and info['guidance_class'] == 2.0
+  # Image-to-video continued by one chunk; a bad input says what is wrong.
+  image = tmp_path / 'still.png'
+  mediapy.write_image(str(image), np.full((40, 48, 3), 200, np.uint8))
+  args = [sys.executable, '-m', 'walt.sample', f'--workdir={workdir}',
+          '--num_samples=1', '--steps=2', '--given_frames=1']
+  r = subprocess.run(args + [f'--out={tmp_path / "i2v"}', f'--image={image}',
+                             '--chunks=1', '--guidance_frames=2'],
+                     env=env, cwd=ROOT, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  info = json.loads((tmp_path / 'i2v' / 'samples.json').read_text())
+  assert info['frames'] == 9 and info['image'] == str(image)
+  r = subprocess.run(args + [f'--out={tmp_path / "bad"}',
+                             f'--given={tmp_path / "missing.mp4"}'],
+                     env=env, cwd=ROOT, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode != 0 and 'missing.mp4 does not exist' in r.stderr
 
 
 def test_latent_cache_matches_on_the_fly_encoding_and_trains(

@@ -220,6 +220,84 @@ def test_objective_uses_self_conditioning_and_drops_labels(schedule):
   np.testing.assert_array_equal(np.asarray(seen['mask'])[:, 1:], 0.0)
 
 
+def test_frame_condition_modes_and_loss_on_predicted_frames(schedule):
+  """Given videos get the prediction, image or keyframe mask by weight,
+  image stacks never; the loss ignores what the model says on given
+  frames."""
+  c = objectives.ObjectiveConfig(frame_cond_prob=0.8, frame_cond_frames=2,
+                                 frame_cond_modes=(2.0, 1.0, 1.0),
+                                 self_cond_prob=0.0)
+  is_image = jnp.arange(4000) % 4 == 0
+  mode = np.asarray(objectives.sample_frame_modes(jax.random.key(0), c,
+                                                  is_image))
+  assert np.all(mode[np.asarray(is_image)] == -1)
+  video = mode[~np.asarray(is_image)]
+  assert abs(np.mean(video == -1) - 0.2) < 0.03
+  given = video[video >= 0]
+  np.testing.assert_allclose(np.bincount(given) / len(given),
+                             [0.5, 0.25, 0.25], atol=0.03)
+  mask = np.asarray(objectives.frame_mask(5, jnp.asarray([-1, 0, 1, 2]), 2))
+  np.testing.assert_array_equal(mask, [[0, 0, 0, 0, 0], [1, 1, 0, 0, 0],
+                                       [1, 0, 0, 0, 0], [1, 0, 0, 0, 1]])
+  with pytest.raises(ValueError, match='frame_cond_modes'):
+    objectives.ObjectiveConfig(frame_cond_prob=0.5,
+                               frame_cond_modes=(0.0, 0.0, 0.0)).validate()
+
+  # A model exact on predicted frames and wrong on given ones: zero loss.
+  x0 = jax.random.normal(jax.random.key(1), (8, 5, 2, 2, 2))
+  c = objectives.ObjectiveConfig(frame_cond_prob=1.0, self_cond_prob=0.0,
+                                 class_dropout=0.0)
+
+  def apply(params, z, t, labels, self_cond, cond_latent, cond_mask,
+            is_image):
+    del params, labels, self_cond, cond_latent, is_image
+    alpha, sigma = schedule.alpha_sigma(
+        jnp.round(t * schedule.num_steps).astype(jnp.int32))
+    b = lambda a: a[:, None, None, None, None]
+    # v = (alpha z - x0) / sigma: the exact v for the true x0.
+    v = (b(alpha) * z - x0) / b(sigma)
+    return v + 5.0 * cond_mask[:, :, None, None, None]
+
+  loss, _ = objectives.diffusion_loss(
+      apply, None, jax.random.key(2), schedule, c, x0, None,
+      jnp.zeros((8,), bool))
+  assert float(loss) < 1e-6
+
+
+def test_reconstruction_guidance(schedule):
+  """Zero correction when the x0 estimate already matches the known frames;
+  otherwise the known frames of x0 are replaced and the others move
+  against the reconstruction error's gradient."""
+  key = jax.random.key(0)
+  z = jax.random.normal(key, (2, 3, 2, 2, 1))
+  t = jnp.asarray([600, 300])
+  alpha, sigma = schedule.alpha_sigma(t)
+  b = lambda a: a[:, None, None, None, None]
+  known = jax.random.normal(jax.random.key(1), z.shape)
+  mask = jnp.asarray([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+  m = mask[:, :, None, None, None]
+
+  def oracle_v(x0_of_z):
+    return lambda z: (b(alpha) * z - x0_of_z(z)) / b(sigma)
+
+  # x0(z) = known on the given frames whatever z: nothing to correct.
+  matching = oracle_v(lambda z: m * known + (1 - m) * 0.3 * z)
+  rec = sampling.Reconstruction(5.0, known, mask)
+  np.testing.assert_allclose(
+      sampling.reconstruction_guided_v(matching, z, alpha, sigma, rec),
+      matching(z), atol=1e-5)
+  # x0(z) = 0.3 z everywhere (frames mixed by a temporal mean): known
+  # frames are replaced, unknown ones move by -(w alpha / 2) * gradient.
+  mix = lambda z: 0.3 * z + 0.2 * jnp.mean(z, axis=1, keepdims=True)
+  v = oracle_v(mix)
+  x0 = sched_lib.x0_from_v(z, sampling.reconstruction_guided_v(
+      v, z, alpha, sigma, rec), alpha, sigma)
+  grad = jax.grad(lambda z: jnp.sum(m * jnp.square(mix(z) - known)))(z)
+  expected = m * known + (1 - m) * (mix(z) - 5.0 * b(alpha) / 2 * grad)
+  np.testing.assert_allclose(x0, expected, atol=1e-4)
+  assert float(jnp.abs((1 - m) * grad).max()) > 0  # frames are coupled
+
+
 def test_timestep_sampling_and_min_snr_weight(schedule):
   n = schedule.num_steps
   uniform = objectives.ObjectiveConfig()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from tests.test_tokenizer import _load_config
 from walt import config_lib
 from walt.data import build
 from walt.evaluation import eval_job
+from walt.evaluation import tasks
 from walt.train import denoiser_trainer
 
 NINE_FRAMES = 'moving_sprites/9x32x32'
@@ -70,7 +72,7 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
   assert set(results) == {step} and r['num_samples'] == 16
   m = r['metrics']
   for key in ('class_accuracy', 'color_accuracy', 'shape_accuracy',
-              'frame_prediction_psnr', 'frame_prediction_ssim',
+              'prediction_psnr', 'prediction_ssim',
               'copy_last_frame_psnr', 'copy_last_frame_ssim', 'fvd_sprites'):
     assert np.isfinite(m[key]), key
   assert 0 <= m['class_accuracy'] <= 1
@@ -111,6 +113,36 @@ def nine_frame_generator(sprites_data_dir, tokenizer_dir, tmp_path_factory):
   build.ensure_built(NINE_FRAMES, sprites_data_dir)
   return _train(sprites_data_dir, tokenizer_dir,
                 str(tmp_path_factory.mktemp('gen9')), NINE_FRAMES, 9)
+
+
+def test_sprites_prediction_and_interpolation_scores(nine_frame_generator,
+                                                     sprites_data_dir,
+                                                     tmp_path):
+  """The `prediction` variant's metrics on a 9-frame model trained with
+  frame conditioning; baselines scored on the same frames."""
+  c = _eval_config('sprites', nine_frame_generator, sprites_data_dir,
+                   NINE_FRAMES, num_samples=8, batch_size=8, cond_frames=5,
+                   eval_frames=9, interpolate=True)
+  eval_job.run(c, str(tmp_path))
+  r = _results(str(tmp_path), 2)
+  m, p = r['metrics'], r['protocol']
+  for key in ('prediction_psnr', 'prediction_ssim', 'copy_last_frame_psnr',
+              'interpolation_psnr', 'interpolation_ssim',
+              'linear_blend_psnr', 'linear_blend_ssim'):
+    assert np.isfinite(m[key]), key
+  assert p['predicted_frames'] == 4
+  assert p['frame_conditioning'] == "the model's frame channels"
+  assert 'frames 1..4 scored' in p['interpolation']
+
+
+def test_frame_scores_need_frame_training_or_reconstruction_guidance():
+  untrained = types.SimpleNamespace(train_config={}, trained_with_frames=False)
+  c = _load_config('configs/eval/sprites.py', 'prediction')
+  with pytest.raises(ValueError, match='trained without frame conditioning'):
+    tasks.frame_conditioning(c, untrained)
+  c.sampler.reconstruction_weight = 2.0
+  assert tasks.frame_conditioning(c, untrained) == (
+      2.0, 'reconstruction guidance, w_r = 2.0')
 
 
 @pytest.mark.parametrize('name', ['ucf101', 'k600_frame_prediction'])

@@ -68,11 +68,13 @@ def denoiser():
       'spatiotemporal_window': (0, 8, 8), 'adaln': 'lora', 'lora_rank': 2,
       'num_classes': 0, 'self_conditioning': True,
       'frame_conditioning': True, 'scan': True, 'remat': 'none',
-      'dtype': 'float32'})
+      'dtype': 'float32', 'position_init': 'sincos'})
   c.diffusion = ml_collections.ConfigDict({
       'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
       'zero_terminal_snr': True, 'self_cond_prob': 0.9,
       'class_dropout': 0.1, 'frame_cond_prob': 0.0, 'frame_cond_frames': 2,
+      # Relative weights of the frame conditioning modes (objectives.py).
+      'frame_cond_modes': {'predict': 1.0, 'image': 0.0, 'interpolate': 0.0},
       # The paper: t uniform, unweighted v-MSE (see diffusion/objectives.py).
       't_sampling': 'uniform', 't_logit_mean': 0.0, 't_logit_std': 1.0,
       'loss_weighting': 'none', 'min_snr_gamma': 5.0})
@@ -107,13 +109,17 @@ def evaluation(task: str) -> ml_collections.ConfigDict:
   c.repeats = 1
   c.batch_size = 16  # samples per sampler call (global)
   c.sampler = ml_collections.ConfigDict(
-      {'sampler': 'ddim', 'steps': 50, 'guidance': 1.0, 'eta': 0.0})
+      {'sampler': 'ddim', 'steps': 50, 'guidance': 1.0, 'eta': 0.0,
+       # > 0: condition on given frames by reconstruction guidance (w_r)
+       # instead of the model's frame channels (models trained without).
+       'reconstruction_weight': 0.0})
   c.features = ml_collections.ConfigDict({
       'weights': '',  # converted feature-network weights (.npz)
       'resize_method': 'tf1',  # I3D input resize (FVD reference: TF1 grid)
       'batch_size': 8,
   })
   c.cond_frames = 0  # frame prediction: given frames
+  c.interpolate = False  # sprites: keyframe interpolation scores too
   c.eval_frames = 16  # frames scored (FVD clips)
   c.reference = ml_collections.ConfigDict({
       'stats': '',  # precomputed reference statistics (.npz with mu, sigma)

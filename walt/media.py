@@ -1,5 +1,6 @@
-"""Writing videos and frame grids: mp4 (h264) and gif per video, and a PNG
-grid with a row of frames per video."""
+"""Reading videos and images (the CLIs' inputs), writing videos and frame
+grids: mp4 (h264) and gif per video, and a PNG grid with a row of frames
+per video."""
 
 from __future__ import annotations
 
@@ -10,6 +11,36 @@ import mediapy
 import numpy as np
 
 mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def _read(path: str, kind: str, reader) -> np.ndarray:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{kind} {path} does not exist')
+  try:
+    return np.asarray(reader(path))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'cannot read {kind} {path}: {e}') from e
+
+
+def read_video(path: str) -> np.ndarray:
+  """uint8 `[T, H, W, 3]` of a video file (mp4, gif, ... via ffmpeg)."""
+  video = _read(path, 'video', mediapy.read_video)
+  if video.ndim != 4 or video.shape[-1] != 3:
+    raise ValueError(f'video {path}: expected RGB frames, got {video.shape}')
+  return video
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8 `[H, W, 3]` of an image file (an alpha channel is dropped)."""
+  image = _read(path, 'image', mediapy.read_image)
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  if image.ndim != 3 or image.shape[-1] not in (3, 4):
+    raise ValueError(f'image {path}: expected RGB(A), got {image.shape}')
+  image = image[..., :3]
+  if image.dtype != np.uint8:
+    raise ValueError(f'image {path}: expected 8-bit, got {image.dtype}')
+  return image
 
 
 def save_videos(directory: str, name: str, videos: np.ndarray, fps: int = 8

@@ -3,15 +3,26 @@ r"""Samples videos from a trained W.A.L.T denoiser.
     python -m walt.sample --workdir=DENOISER_DIR --out=DIR [--class_label=K]
         [--num_samples=N] [--sampler=ddim|dpmpp] [--steps=50]
         [--guidance=1.0] [--guidance_class=W] [--eta=0] [--seed=S]
+    # conditioned on frames (a model trained with them, or
+    # --reconstruction_guidance=W_R for one trained without):
+    ... --given=clip.mp4 --given_frames=5     # frame prediction
+    ... --image=still.png                     # image-to-video
+    ... --interpolate=first.png,last.png      # keyframe interpolation
+    ... --chunks=4                            # + 4 chunks: a long video
 
 Writes `sample_<i>.mp4` and `sample_<i>.gif` per sample, one `sample.png`
 grid (a row of frames per sample) and `samples.json` (labels, settings) to
 `--out`. Without `--class_label`, class-conditional models sample classes
 0, 1, 2, ... in turn. `--guidance` is the classifier-free guidance scale w
 (v = v_uncond + w (v_cond - v_uncond); 1 = no guidance), for every
-condition; `--guidance_class` overrides it for the class. `--sampler=dpmpp`
-is DPM-Solver++(2M): deterministic, ~15 steps instead of DDIM's 50. The
-Python API is `walt.inference.Generator`.
+condition; `--guidance_class` / `--guidance_frames` override it for the
+class / the given frames. `--sampler=dpmpp` is DPM-Solver++(2M):
+deterministic, ~15 steps instead of DDIM's 50. Inputs of any size are
+centre-cropped and resized to the model's; every sample of a run gets the
+same input (and its own noise). `--chunks=N` appends N clips, each
+conditioned on the last `--given_frames` (5) frames so far. The Python API is
+`walt.inference.Generator` (`predict`, `image_to_video`, `extend`,
+`interpolate`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,23 @@ _GUIDANCE = flags.DEFINE_float('guidance', 1.0, 'Guidance scale w.')
 _GUIDANCE_CLASS = flags.DEFINE_float(
     'guidance_class', None, 'Guidance scale of the class (default: '
     '--guidance).')
+_GUIDANCE_FRAMES = flags.DEFINE_float(
+    'guidance_frames', None, 'Guidance scale of the given frames (default: '
+    '--guidance).')
+_GIVEN = flags.DEFINE_string('given', None, 'Video whose first '
+                             '--given_frames frames are continued.')
+_GIVEN_FRAMES = flags.DEFINE_integer(
+    'given_frames', 5, 'Frames of --given to condition on, and context of '
+    'each --chunks clip (1 + 4k).')
+_IMAGE = flags.DEFINE_string('image', None, 'Image to start videos from.')
+_INTERPOLATE = flags.DEFINE_list('interpolate', None, 'first.png,last.png: '
+                                 'keyframes to interpolate between.')
+_CHUNKS = flags.DEFINE_integer('chunks', 0, 'Clips appended to each video '
+                               '(long video), each conditioned on the last '
+                               '--given_frames frames.')
+_RECONSTRUCTION = flags.DEFINE_float(
+    'reconstruction_guidance', 0.0, 'w_r > 0: condition on the given frames '
+    'by reconstruction guidance instead of the frame channels.')
 _ETA = flags.DEFINE_float('eta', 0.0, 'DDIM eta (0: deterministic).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Samples per device call.')
@@ -73,16 +101,58 @@ def generate(gen: inference.Generator, labels, num_samples: int, *,
                          guidance_class=guidance_class, sampler=sampler)
 
 
+def conditioned(gen: inference.Generator, labels, num_samples: int,
+                **kwargs) -> tuple[np.ndarray | None, dict]:
+  """Videos for the frame-conditioning flags (None when none is set) and
+  what they were conditioned on."""
+  modes = [f for f in (_GIVEN, _IMAGE, _INTERPOLATE) if f.value]
+  if len(modes) > 1:
+    raise ValueError('give one of --given, --image, --interpolate')
+  if _RECONSTRUCTION.value:
+    kwargs['reconstruction_weight'] = _RECONSTRUCTION.value
+  tile = lambda x: np.repeat(x[None], num_samples, axis=0)
+  if _GIVEN.value:
+    video = media.read_video(_GIVEN.value)
+    k = _GIVEN_FRAMES.value
+    if len(video) < k:
+      raise ValueError(f'--given={_GIVEN.value} has {len(video)} frames, '
+                       f'--given_frames={k}')
+    out = gen.predict(tile(video[:k]), labels=labels, **kwargs)
+    return out, {'given': _GIVEN.value, 'given_frames': k}
+  if _IMAGE.value:
+    out = gen.image_to_video(tile(media.read_image(_IMAGE.value)),
+                             labels=labels, **kwargs)
+    return out, {'image': _IMAGE.value}
+  if _INTERPOLATE.value:
+    if len(_INTERPOLATE.value) != 2:
+      raise ValueError('--interpolate takes two images: first.png,last.png')
+    first, last = (tile(media.read_image(p)) for p in _INTERPOLATE.value)
+    out = gen.interpolate(first, last, labels=labels, **kwargs)
+    return out, {'interpolate': list(_INTERPOLATE.value)}
+  return None, {}
+
+
 def main(argv):
   del argv
   distributed.initialize_from_flags()
   gen = inference.load_denoiser(_WORKDIR.value)
   labels = sample_labels(gen.num_classes, _NUM.value, _CLASS.value)
-  videos = generate(gen, labels, _NUM.value, steps=_STEPS.value,
-                    guidance=_GUIDANCE.value, eta=_ETA.value,
-                    seed=_SEED.value, batch_size=_BATCH.value,
-                    sampler=_SAMPLER.value,
-                    guidance_class=_GUIDANCE_CLASS.value)
+  kwargs = {'steps': _STEPS.value, 'guidance': _GUIDANCE.value,
+            'eta': _ETA.value, 'seed': _SEED.value,
+            'sampler': _SAMPLER.value, 'guidance_class': _GUIDANCE_CLASS.value,
+            'guidance_frames': _GUIDANCE_FRAMES.value}
+  videos, inputs = conditioned(gen, labels, _NUM.value, **kwargs)
+  if videos is None:
+    videos = generate(gen, labels, _NUM.value, steps=_STEPS.value,
+                      guidance=_GUIDANCE.value, eta=_ETA.value,
+                      seed=_SEED.value, batch_size=_BATCH.value,
+                      sampler=_SAMPLER.value,
+                      guidance_class=_GUIDANCE_CLASS.value)
+  if _CHUNKS.value:
+    if _RECONSTRUCTION.value:
+      kwargs['reconstruction_weight'] = _RECONSTRUCTION.value
+    videos = gen.extend(videos, _CHUNKS.value, labels=labels,
+                        context=_GIVEN_FRAMES.value, **kwargs)
   paths = media.save_videos(_OUT.value, 'sample',
                               video_ops.to_uint8(videos), _FPS.value)
   info = {'workdir': os.path.abspath(_WORKDIR.value),
@@ -90,7 +160,10 @@ def main(argv):
           'sampler': _SAMPLER.value, 'steps': _STEPS.value,
           'guidance': _GUIDANCE.value,
           'guidance_class': _GUIDANCE_CLASS.value,
-          'eta': _ETA.value, 'seed': _SEED.value, 'files': paths}
+          'guidance_frames': _GUIDANCE_FRAMES.value,
+          'reconstruction_guidance': _RECONSTRUCTION.value,
+          'chunks': _CHUNKS.value, 'frames': int(videos.shape[1]),
+          **inputs, 'eta': _ETA.value, 'seed': _SEED.value, 'files': paths}
   with open(os.path.join(_OUT.value, 'samples.json'), 'w') as f:
     json.dump(info, f, indent=2)
   logging.info('wrote %d samples to %s', len(videos), _OUT.value)

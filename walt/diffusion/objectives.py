@@ -2,6 +2,14 @@
 self-conditioning, condition dropout (for classifier-free guidance) and
 frame conditioning through the masked-latent channels.
 
+Frame conditioning: a video example is given clean latent frames with
+probability `frame_cond_prob` (the rest train the frames-dropped model that
+guidance needs), in one of three modes drawn with the relative weights
+`frame_cond_modes`: 'predict' gives the first `frame_cond_frames` latent
+frames (2 = 5 pixel frames: frame prediction), 'image' the first latent
+frame (image-to-video), 'interpolate' the first and the last (keyframes).
+The loss covers the frames that are not given.
+
 Two options for short (CPU) budgets, off in the paper configs:
 `t_sampling='logit_normal'` draws t/T from a logit-normal (mean, std) instead
 of uniformly (Esser et al. 2024), and `loss_weighting='min_snr'` weights each
@@ -30,6 +38,8 @@ class ObjectiveConfig:
   class_dropout: float = 0.1  # labels -> null class (guidance)
   frame_cond_prob: float = 0.0  # give the first latent frames clean
   frame_cond_frames: int = 2  # 2 latent frames = 5 pixel frames
+  # Relative weights of the modes in `FRAME_COND_MODES` (given examples).
+  frame_cond_modes: tuple[float, float, float] = (1.0, 0.0, 0.0)
   null_class: int = 0  # = num_classes of the model
   t_sampling: str = 'uniform'  # or 'logit_normal'
   t_logit_mean: float = 0.0
@@ -39,8 +49,14 @@ class ObjectiveConfig:
 
   @classmethod
   def from_config(cls, diffusion, null_class: int) -> 'ObjectiveConfig':
+    modes = diffusion.get('frame_cond_modes') or {'predict': 1.0}
+    unknown = set(modes) - set(FRAME_COND_MODES)
+    if unknown:
+      raise ValueError(f'diffusion.frame_cond_modes: unknown {sorted(unknown)}'
+                       f', modes are {FRAME_COND_MODES}')
     c = cls(diffusion.self_cond_prob, diffusion.class_dropout,
             diffusion.frame_cond_prob, diffusion.frame_cond_frames,
+            tuple(float(modes.get(m, 0.0)) for m in FRAME_COND_MODES),
             null_class, diffusion.get('t_sampling', 'uniform'),
             diffusion.get('t_logit_mean', 0.0),
             diffusion.get('t_logit_std', 1.0),
@@ -56,11 +72,16 @@ class ObjectiveConfig:
     if self.loss_weighting not in LOSS_WEIGHTINGS:
       raise ValueError(f'diffusion.loss_weighting={self.loss_weighting!r}: '
                        f'one of {LOSS_WEIGHTINGS}')
+    if (min(self.frame_cond_modes) < 0 or self.frame_cond_prob > 0
+        and sum(self.frame_cond_modes) <= 0):
+      raise ValueError(f'diffusion.frame_cond_modes weights '
+                       f'{self.frame_cond_modes}: >= 0, not all 0')
     if self.t_logit_std <= 0 or self.min_snr_gamma <= 0:
       raise ValueError('diffusion.t_logit_std and min_snr_gamma must be > 0')
 
 
 T_SAMPLINGS = ('uniform', 'logit_normal')
+FRAME_COND_MODES = ('predict', 'image', 'interpolate')
 LOSS_WEIGHTINGS = ('none', 'min_snr')
 
 
@@ -84,14 +105,36 @@ def loss_weight(alpha: jax.Array, sigma: jax.Array, c: ObjectiveConfig
   return jnp.minimum(snr, c.min_snr_gamma) / (snr + 1.0)
 
 
-def frame_condition(x0: jax.Array, given: jax.Array, num_frames: int
+def frame_mask(num_frames: int, mode: jax.Array, given_frames: int
+               ) -> jax.Array:
+  """Given latent frames `[b, num_frames]` (float 0/1) for modes `[b]`
+  (indices into `FRAME_COND_MODES`; -1: nothing given)."""
+  i = jnp.arange(num_frames)[None]
+  mode = mode[:, None]
+  given = jnp.where(mode == 0, i < given_frames,
+                    jnp.where(mode == 1, i < 1,
+                              (i == 0) | (i == num_frames - 1)))
+  return jnp.logical_and(given, mode >= 0).astype(jnp.float32)
+
+
+def frame_condition(x0: jax.Array, mask: jax.Array
                     ) -> tuple[jax.Array, jax.Array]:
-  """(cond_latent, cond_mask `[b, t]`): the first `num_frames` latent frames
-  of samples where `given` `[b]` is true."""
-  t = x0.shape[1]
-  first = jnp.arange(t)[None] < num_frames
-  mask = jnp.logical_and(first, given[:, None]).astype(x0.dtype)
+  """(cond_latent, cond_mask `[b, t]`): the frames of `x0` where `mask`."""
+  mask = mask.astype(x0.dtype)
   return x0 * mask[:, :, None, None, None], mask
+
+
+def sample_frame_modes(rng: jax.Array, c: ObjectiveConfig,
+                       is_image: jax.Array) -> jax.Array:
+  """Per example, the frame conditioning mode `[b]` (-1: none): videos are
+  given frames with `frame_cond_prob`, the mode drawn by its weight."""
+  k_given, k_mode = jax.random.split(rng)
+  b = is_image.shape[0]
+  given = jnp.logical_and(
+      jax.random.uniform(k_given, (b,)) < c.frame_cond_prob, ~is_image)
+  logits = jnp.log(jnp.maximum(jnp.asarray(c.frame_cond_modes), 1e-30))
+  mode = jax.random.categorical(k_mode, logits, shape=(b,))
+  return jnp.where(given, mode, -1)
 
 
 def diffusion_loss(apply: Apply, params, rng: jax.Array,
@@ -113,10 +156,12 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
     drop = jax.random.uniform(k_drop, (b,)) < c.class_dropout
     labels = jnp.where(drop[:, None], c.null_class, labels)
   cond_latent = cond_mask = None
+  predicted = jnp.ones(x0.shape[:2], x0.dtype)  # frames the loss covers
   if c.frame_cond_prob > 0:
-    given = jnp.logical_and(
-        jax.random.uniform(k_fc, (b,)) < c.frame_cond_prob, ~is_image)
-    cond_latent, cond_mask = frame_condition(x0, given, c.frame_cond_frames)
+    mode = sample_frame_modes(k_fc, c, is_image)
+    cond_latent, cond_mask = frame_condition(
+        x0, frame_mask(x0.shape[1], mode, c.frame_cond_frames))
+    predicted = 1.0 - cond_mask
   t_in = schedule.time_input(t)
 
   def predict(self_cond):
@@ -134,7 +179,10 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
     metrics['self_cond_fraction'] = jnp.mean(use.astype(jnp.float32))
   v = predict(self_cond if self_cond is not None else jnp.zeros_like(x0))
   target = sched_lib.v_target(x0, eps, alpha, sigma)
-  per_example = jnp.mean(jnp.square(v - target), axis=tuple(range(1, v.ndim)))
+  # Mean over the predicted frames (given ones are replaced at sampling).
+  per_frame = jnp.mean(jnp.square(v - target), axis=tuple(range(2, v.ndim)))
+  per_example = (jnp.sum(per_frame * predicted, axis=1)
+                 / jnp.maximum(jnp.sum(predicted, axis=1), 1.0))
   loss = jnp.mean(loss_weight(alpha, sigma, c) * per_example)
   metrics['loss'] = loss
   metrics['v_mse'] = jnp.mean(per_example)

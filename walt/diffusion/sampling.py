@@ -9,12 +9,18 @@ k (class given, frames given) pairs: the model runs once on k x b samples
 and returns one v per variant (guidance needs the conditional and the
 unconditional passes; see `Guidance`). Guided v = v_u + w (v_c - v_u): w = 1
 is the plain conditional model, w = 0 the unconditional one.
+
+`Reconstruction` conditions on known latent frames without the model's
+frame channels (reconstruction guidance, Ho et al. 2022, "Video Diffusion
+Models", eq. 7): the x0 estimate is corrected by
+-(w_r alpha_t / 2) grad_z ||x_known - x0_known(z)||^2 and the known frames
+of x0 are replaced by the given ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -97,6 +103,40 @@ def guided_v(denoise: Denoise, z, t, x0_sc, guidance: 'float | Guidance',
   return g.combine(denoise(z, t, x0_sc, g.variants(frames)), frames)
 
 
+class Reconstruction(NamedTuple):
+  """Reconstruction guidance: `weight` w_r, known normalised `latent`
+  `[b, t, h, w, c]` where `mask` `[b, t]` is 1."""
+  weight: float
+  latent: jax.Array
+  mask: jax.Array
+
+
+def reconstruction_guided_v(v_fn: Callable[[jax.Array], jax.Array],
+                            z: jax.Array, alpha: jax.Array, sigma: jax.Array,
+                            rec: Reconstruction) -> jax.Array:
+  """v of the corrected x0 estimate (see the module doc); `v_fn(z) -> v` is
+  the (guided) model at this step, differentiated once through z."""
+  b = lambda a: sched_lib._bcast(a, z)  # pylint: disable=protected-access
+  x0_of = lambda z: sched_lib.x0_from_v(z, v_fn(z), alpha, sigma)
+  x0, vjp = jax.vjp(x0_of, z)
+  m = rec.mask.astype(z.dtype)[:, :, None, None, None]
+  (grad,) = vjp(2.0 * m * (x0 - rec.latent))
+  x0 = x0 - rec.weight * b(alpha) / 2.0 * grad
+  x0 = m * rec.latent + (1.0 - m) * x0
+  return (b(alpha) * z - x0) / b(sigma)
+
+
+def _model_v(denoise, schedule, guidance, frames, rec):
+  """`v(z, t, x0_sc)`: guided, and reconstruction-guided when `rec`."""
+  def v(z, t, x0_sc):
+    fn = lambda z: guided_v(denoise, z, t, x0_sc, guidance, frames)
+    if rec is None:
+      return fn(z)
+    alpha, sigma = schedule.alpha_sigma(t)
+    return reconstruction_guided_v(fn, z, alpha, sigma, rec)
+  return v
+
+
 def _steps(schedule: sched_lib.Schedule, num_steps: int, batch: int):
   """`at(i) -> (t, alpha, sigma, alpha_next, sigma_next)` for loop index
   i: the step visited (int32 `[batch]`) and the schedule there and at the
@@ -130,18 +170,18 @@ def ddim_step(z, v, alpha, sigma, alpha_prev, sigma_prev, eta, noise):
 def ddim_sample(denoise: Denoise, noise: jax.Array, rng: jax.Array,
                 schedule: sched_lib.Schedule, num_steps: int = 50,
                 eta: float = 0.0, guidance: 'float | Guidance' = 1.0,
-                self_condition: bool = True, frames: bool = False
-                ) -> jax.Array:
+                self_condition: bool = True, frames: bool = False,
+                reconstruction: Reconstruction | None = None) -> jax.Array:
   """Runs DDIM from `noise` `[b, ...]` (the latent at the last step); returns
   the final x0 `[b, ...]`. Call under `jax.jit`: the loop is a fori_loop.
   """
   at = _steps(schedule, num_steps, noise.shape[0])
+  model_v = _model_v(denoise, schedule, guidance, frames, reconstruction)
 
   def body(i, carry):
     z, x0_sc = carry
     t, alpha, sigma, alpha_prev, sigma_prev = at(i)
-    v = guided_v(denoise, z, t, x0_sc if self_condition else
-                 jnp.zeros_like(z), guidance, frames)
+    v = model_v(z, t, x0_sc if self_condition else jnp.zeros_like(z))
     step_noise = jax.random.normal(jax.random.fold_in(rng, i), z.shape,
                                    z.dtype)
     z, x0 = ddim_step(z, v, alpha, sigma, alpha_prev, sigma_prev, eta,
@@ -155,7 +195,8 @@ def ddim_sample(denoise: Denoise, noise: jax.Array, rng: jax.Array,
 def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
                     schedule: sched_lib.Schedule, num_steps: int = 15,
                     guidance: 'float | Guidance' = 1.0,
-                    self_condition: bool = True, frames: bool = False
+                    self_condition: bool = True, frames: bool = False,
+                    reconstruction: Reconstruction | None = None
                     ) -> jax.Array:
   """DPM-Solver++(2M) (Lu et al. 2022), deterministic, on the trailing
   steps; returns the final x0 `[b, ...]`. Call under `jax.jit`.
@@ -172,6 +213,7 @@ def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
   batch = noise.shape[0]
   at = _steps(schedule, num_steps, batch)
   b = lambda a: sched_lib._bcast(a, noise)  # pylint: disable=protected-access
+  model_v = _model_v(denoise, schedule, guidance, frames, reconstruction)
 
   def lam(alpha, sigma):
     # -inf at alpha = 0, +inf at sigma = 0.
@@ -180,8 +222,7 @@ def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
   def body(i, carry):
     z, x0_prev, h_prev = carry
     t, alpha, sigma, alpha_n, sigma_n = at(i)
-    v = guided_v(denoise, z, t, x0_prev if self_condition else
-                 jnp.zeros_like(z), guidance, frames)
+    v = model_v(z, t, x0_prev if self_condition else jnp.zeros_like(z))
     x0 = sched_lib.x0_from_v(z, v, alpha, sigma)
     h = lam(alpha_n, sigma_n) - lam(alpha, sigma)
     second = jnp.logical_and(jnp.isfinite(h_prev), jnp.isfinite(h))
@@ -200,12 +241,13 @@ def dpmpp_2m_sample(denoise: Denoise, noise: jax.Array,
 def sample(sampler: str, denoise: Denoise, noise: jax.Array, rng: jax.Array,
            schedule: sched_lib.Schedule, num_steps: int, eta: float = 0.0,
            guidance: 'float | Guidance' = 1.0, self_condition: bool = True,
-           frames: bool = False) -> jax.Array:
+           frames: bool = False, reconstruction: Reconstruction | None = None
+           ) -> jax.Array:
   """`sampler` in `SAMPLERS`; DPM-Solver++ is deterministic (eta unused)."""
   if sampler == 'ddim':
     return ddim_sample(denoise, noise, rng, schedule, num_steps, eta,
-                       guidance, self_condition, frames)
+                       guidance, self_condition, frames, reconstruction)
   if sampler == 'dpmpp':
     return dpmpp_2m_sample(denoise, noise, schedule, num_steps, guidance,
-                           self_condition, frames)
+                           self_condition, frames, reconstruction)
   raise ValueError(f'sampler={sampler!r}: one of {SAMPLERS}')

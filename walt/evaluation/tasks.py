@@ -137,10 +137,30 @@ def generate(config, gen, labels, seed: int, cond_latent=None,
   """Videos `[b, T, H, W, 3]` for `labels` (or one per `cond_latent`),
   `config.batch_size` at a time."""
   n = len(labels) if labels is not None else len(cond_latent)
+  kwargs = sample_kwargs(config)
+  if cond_latent is not None:
+    kwargs['reconstruction_weight'] = frame_conditioning(config, gen)[0]
   return gen.sample_chunks(
       labels, num_samples=None if labels is not None else n,
       batch_size=config.batch_size, seed=seed, cond_latent=cond_latent,
-      cond_mask=cond_mask, **sample_kwargs(config))
+      cond_mask=cond_mask, **kwargs)
+
+
+def frame_conditioning(config, gen) -> tuple[float, str]:
+  """(reconstruction weight, protocol note) for conditioning `gen` on
+  frames: its frame channels if it was trained with them, reconstruction
+  guidance if `sampler.reconstruction_weight` > 0, else an error (a model
+  never given frames ignores its frame channels)."""
+  w = float(config.sampler.get('reconstruction_weight', 0.0))
+  if w > 0:
+    return w, f'reconstruction guidance, w_r = {w}'
+  if gen.train_config is not None and not gen.trained_with_frames:
+    raise ValueError(
+        f'{config.generator_workdir} was trained without frame conditioning '
+        '(diffusion.frame_cond_prob = 0): train with it (configs/walt/'
+        'sprites_prediction.py), set sampler.reconstruction_weight > 0, or '
+        'set cond_frames=0 / interpolate=False')
+  return 0.0, 'the model\'s frame channels'
 
 
 def frame_condition(gen, videos: np.ndarray, cond_frames: int
@@ -152,6 +172,17 @@ def frame_condition(gen, videos: np.ndarray, cond_frames: int
   mask = np.zeros(z.shape[:2], np.float32)
   mask[:, :given] = 1.0
   return z, mask
+
+
+def keyframe_condition(gen, videos: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+  """(normalised latents, mask giving the first and the last latent frame,
+  the first pixel frame the last latent frame covers)."""
+  z = map_batches(gen.tokenizer.encode, videos, gen.mesh, 8)
+  mask = np.zeros(z.shape[:2], np.float32)
+  mask[:, 0] = mask[:, -1] = 1.0
+  last = videos.shape[1] - gen.tokenizer.model_config.temporal_factor
+  return z, mask, last
 
 
 # ------------------------------------------------------------------ the tasks
@@ -298,8 +329,9 @@ def imagenet(config, gen, workdir, step):
 
 def sprites(config, gen, workdir, step):
   """moving_sprites: oracle class accuracy of class-conditional samples, and
-  (cond_frames > 0) PSNR/SSIM of predicted frames with a copy-last-frame
-  baseline. Nothing downloaded."""
+  (cond_frames > 0 / interpolate) PSNR/SSIM of predicted / interpolated
+  frames with the copy-last-frame / linear-blend baselines. Nothing
+  downloaded."""
   del workdir, step
   metrics, protocol = {}, {'task': 'sprites', 'data': config.data.name,
                            'generator': config.generator_workdir,
@@ -321,27 +353,59 @@ def sprites(config, gen, workdir, step):
       protocol['fvd_sprites'] = {
           **net.protocol(), 'reference': f'{config.num_samples} real '
           f'{config.reference.split} clips', 'note': 'not FVD'}
+  if config.cond_frames or config.interpolate:
+    metrics.update(_sprites_given_frames(config, gen, protocol))
+  return metrics, config.num_samples, protocol
+
+
+def _sprites_given_frames(config, gen, protocol) -> dict[str, float]:
+  """Frame prediction (the first `cond_frames` given) and keyframe
+  interpolation (the first frame and the last latent frame's frames given)
+  on real held-out clips, PSNR/SSIM of the frames not given, next to the
+  copy-last-frame and linear-blend baselines."""
+  _, how = frame_conditioning(config, gen)
+  split = config.reference.split
+  clips = take(real_batches(config, gen, split, gen.data_config.frames,
+                            config.batch_size), config.num_samples)
+  video = clips['video']
+  labels = clips['label'] if gen.num_classes else None
+  metrics = {}
+  protocol.update(frame_conditioning=how, split=split,
+                  psnr_ssim='per frame on [0, 1], SSIM 11x11 Gaussian '
+                  '(sigma 1.5), averaged over frames and clips')
   if config.cond_frames:
-    frames = gen.data_config.frames
-    split = config.reference.split
-    clips = take(real_batches(config, gen, split, frames, config.batch_size),
-                 config.num_samples)
-    cond, mask = frame_condition(gen, clips['video'], config.cond_frames)
-    labels = clips['label'] if gen.num_classes else None
+    k = config.cond_frames
+    cond, mask = frame_condition(gen, video, k)
     pred = np.concatenate(list(generate(
         config, gen, labels, seed=1, cond_latent=cond, cond_mask=mask)))
-    k = config.cond_frames
-    truth = clips['video'][:, k:]
-    copy_last = np.repeat(clips['video'][:, k - 1:k], truth.shape[1], axis=1)
-    score = functools.partial(_psnr_ssim, truth)
-    metrics.update({f'frame_prediction_{m}': v
-                    for m, v in score(pred[:, k:]).items()})
+    truth = video[:, k:]
+    copy_last = np.repeat(video[:, k - 1:k], truth.shape[1], axis=1)
+    metrics.update({f'prediction_{m}': v
+                    for m, v in _psnr_ssim(truth, pred[:, k:]).items()})
     metrics.update({f'copy_last_frame_{m}': v
-                    for m, v in score(copy_last).items()})
-    protocol.update(cond_frames=k, predicted_frames=int(truth.shape[1]),
-                    split=split, psnr_ssim='per frame on [0, 1], SSIM 11x11 '
-                    'Gaussian (sigma 1.5), averaged over frames and clips')
-  return metrics, config.num_samples, protocol
+                    for m, v in _psnr_ssim(truth, copy_last).items()})
+    protocol.update(cond_frames=k, predicted_frames=int(truth.shape[1]))
+  if config.interpolate:
+    cond, mask, last = keyframe_condition(gen, video)
+    if last < 2:
+      raise ValueError(f'interpolate: clips of {video.shape[1]} frames leave '
+                       'no frame between the keyframes (need >= 3 latent '
+                       'frames)')
+    pred = np.concatenate(list(generate(
+        config, gen, labels, seed=2, cond_latent=cond, cond_mask=mask)))
+    truth = video[:, 1:last]
+    w = (np.arange(1, last, dtype=np.float32) / last)[None, :, None, None,
+                                                        None]
+    blend = (1.0 - w) * video[:, :1] + w * video[:, last:last + 1]
+    metrics.update({f'interpolation_{m}': v
+                    for m, v in _psnr_ssim(truth, pred[:, 1:last]).items()})
+    metrics.update({f'linear_blend_{m}': v
+                    for m, v in _psnr_ssim(truth, blend).items()})
+    protocol.update(interpolation=(
+        f'frame 0 and frames {last}..{video.shape[1] - 1} (the last latent '
+        f'frame) given; frames 1..{last - 1} scored; the blend goes from '
+        f'frame 0 to frame {last}'))
+  return metrics
 
 
 def _psnr_ssim(truth, pred) -> dict[str, float]:

@@ -3,6 +3,10 @@
     from walt import inference
     gen = inference.load_denoiser('/path/to/denoiser_workdir')
     videos = gen.sample(labels=[0, 1, 2], seed=0, steps=50)  # [3, T, H, W, 3]
+    future = gen.predict(first_5_frames)          # frame prediction
+    clip = gen.image_to_video(image)              # image-to-video
+    long = gen.extend(clip, num_chunks=4)         # long video
+    middle = gen.interpolate(first_image, last_image)
 
 `Generator` holds the denoiser (EMA params by default), the tokenizer it was
 trained with and the diffusion schedule; each (sampler, steps, eta,
@@ -26,6 +30,7 @@ import numpy as np
 from walt import checkpoint as ckpt_lib
 from walt.diffusion import sampling
 from walt.diffusion import schedule as sched_lib
+from walt.inference import frames as frames_lib
 from walt.inference import tokenizer as tokenizer_lib
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
@@ -78,6 +83,7 @@ class Generator:
     self.rules = rules
     self._compiled = {}
     self.data_config = None  # the training data config (set by `load`)
+    self.train_config = None  # the whole training config (set by `load`)
 
   @classmethod
   def load(cls, workdir: str, mesh=None, use_ema: bool = True,
@@ -110,11 +116,19 @@ class Generator:
     gen = cls(model, params, sched_lib.Schedule.from_config(config.diffusion),
               tokenizer, mesh, rules)
     gen.data_config = config.data
+    gen.train_config = config
     return gen
 
   @property
   def num_classes(self) -> int:
     return self.config.num_classes
+
+  @property
+  def trained_with_frames(self) -> bool:
+    """Whether training gave frames through the model's frame channels
+    (unknown, so False, for a generator not built by `load`)."""
+    c = self.train_config
+    return bool(c is not None and c.diffusion.get('frame_cond_prob'))
 
   def with_params(self, params) -> 'Generator':
     """Replaces the params in place (e.g. by a newer training state) and
@@ -150,19 +164,37 @@ class Generator:
       v = self.model.apply(
           {'params': params}, tile(z), self.schedule.time_input(tile(t)),
           labels=lab, self_cond=tile(x0_sc), cond_latent=cl, cond_mask=cm)
-      return v.reshape(len(variants), *z.shape)
+      v = v.reshape(len(variants), *z.shape)
+      if cond_latent is None:
+        return v
+      # Given frames follow their known x0 in every pass (guidance leaves
+      # them alone), so z there stays the forward-noised given latent the
+      # model saw in training: v = (alpha z - x0) / sigma.
+      alpha, sigma = self.schedule.alpha_sigma(t)
+      b = lambda a: a[:, None, None, None, None]
+      known = (b(alpha) * z - cond_latent) / b(sigma)
+      m = cond_mask[:, :, None, None, None]
+      return m * known + (1.0 - m) * v
     return denoise
 
   def _fn(self, sampler: str, steps: int, eta: float,
-          guidance: sampling.Guidance, decode: bool, frame_cond: bool):
-    key = (sampler, steps, eta, guidance, decode, frame_cond)
+          guidance: sampling.Guidance, decode: bool, frame_cond: bool,
+          reconstruction_weight: float = 0.0):
+    key = (sampler, steps, eta, guidance, decode, frame_cond,
+           reconstruction_weight)
     if key not in self._compiled:
       def run(params, tok_params, noise, rng, labels, cond_latent, cond_mask):
-        denoise = self._denoise(params, labels, cond_latent, cond_mask)
+        rec = None
+        if reconstruction_weight:  # frames reach the sampler, not the model
+          rec = sampling.Reconstruction(reconstruction_weight, cond_latent,
+                                        cond_mask)
+          denoise = self._denoise(params, labels, None, None)
+        else:
+          denoise = self._denoise(params, labels, cond_latent, cond_mask)
         z = sampling.sample(
             sampler, denoise, noise, rng, self.schedule, steps, eta,
             guidance, self_condition=self.config.self_conditioning,
-            frames=frame_cond)
+            frames=frame_cond and rec is None, reconstruction=rec)
         if frame_cond:  # given frames are kept exactly
           m = cond_mask[:, :, None, None, None]
           z = m * cond_latent + (1 - m) * z
@@ -185,18 +217,30 @@ class Generator:
                      guidance_frames: float | None = None,
                      sampler: str = 'ddim', frames: int | None = None,
                      cond_latent=None, cond_mask=None,
+                     reconstruction_weight: float = 0.0,
                      decode: bool = False) -> np.ndarray:
     """Normalised latents `[n, t, h, w, c]` (or videos if `decode`).
 
     labels: one class per sample (class-conditional models); `num_samples`
       otherwise. cond_latent/cond_mask: frame conditioning (`[n, t, h, w, c]`
-      normalised latents, `[n, t]` 1 = given). guidance: the scale of every
-      condition; `guidance_class` / `guidance_frames` override it per
-      condition (`sampling.Guidance`). sampler: 'ddim' or 'dpmpp'
-      (DPM-Solver++(2M), deterministic: `eta` unused).
+      normalised latents, `[n, t]` 1 = given), through the model's frame
+      channels, or with `reconstruction_weight` w_r > 0 through
+      reconstruction guidance only (for models trained without frames).
+      guidance: the scale of every condition; `guidance_class` /
+      `guidance_frames` override it per condition (`sampling.Guidance`).
+      sampler: 'ddim' or 'dpmpp' (DPM-Solver++(2M), deterministic: `eta`
+      unused).
     """
     if sampler not in sampling.SAMPLERS:
       raise ValueError(f'sampler={sampler!r}: one of {sampling.SAMPLERS}')
+    if reconstruction_weight < 0 or (reconstruction_weight
+                                     and cond_latent is None):
+      raise ValueError('reconstruction_weight needs given frames and must '
+                       'be >= 0')
+    if (cond_latent is not None and not reconstruction_weight
+        and not self.config.frame_conditioning):
+      raise ValueError('this model has no frame-conditioning input: pass '
+                       'reconstruction_weight > 0 to condition on frames')
     scales = sampling.Guidance(
         float(guidance if guidance_class is None else guidance_class),
         float(guidance if guidance_frames is None else guidance_frames))
@@ -227,7 +271,8 @@ class Generator:
     sharding = mesh_lib.batch_sharding(self.mesh, self.rules)
     put = lambda a: None if a is None else mesh_lib.put_global(
         mesh_lib.pad_batch(a, padded), sharding)
-    fn = self._fn(sampler, steps, float(eta), scales, decode, frame_cond)
+    fn = self._fn(sampler, steps, float(eta), scales, decode, frame_cond,
+                  float(reconstruction_weight))
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       out = fn(self.params, self.tokenizer.params if decode else None,
                put(noise), jax.random.fold_in(rng, 1),
@@ -264,6 +309,112 @@ class Generator:
   def sample_many(self, labels=None, **kwargs) -> np.ndarray:
     """All of `sample_chunks`, concatenated `[n, T, H, W, 3]`."""
     return np.concatenate(list(self.sample_chunks(labels, **kwargs)))
+
+  # -------------------------------------------------------------- pixel API
+  @property
+  def clip_shape(self) -> tuple[int, int, int]:
+    """Pixel `(frames, height, width)` of one sample."""
+    t, h, w, _ = self.config.latent_shape
+    m = self.tokenizer.model_config
+    return (1 + (t - 1) * m.temporal_factor, h * m.spatial_factor,
+            w * m.spatial_factor)
+
+  def _labels_for(self, labels, n: int):
+    if labels is None:
+      return None
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    if len(labels) == 1:
+      labels = np.repeat(labels, n)
+    if len(labels) != n:
+      raise ValueError(f'{len(labels)} labels for {n} inputs')
+    return labels
+
+  def _sample_given(self, given, cond_latent, labels, **kwargs):
+    """Videos sampled with the latent frames `given` `[n, t]` (1/0) taken
+    from `cond_latent` `[n, t, h, w, c]` (a writable numpy array)."""
+    n = len(given)
+    labels = self._labels_for(labels, n)
+    return np.array(self.sample(
+        labels, num_samples=None if labels is not None else n,
+        cond_latent=cond_latent * given[:, :, None, None, None],
+        cond_mask=given, **kwargs))
+
+  def predict(self, frames, num_frames: int | None = None, labels=None,
+              **kwargs) -> np.ndarray:
+    """Continues `frames` (`[n, k, H, W, 3]`, uint8 or [-1, 1] floats, any
+    size: centre-cropped and resized; k = 1 + 4j) to videos `[n,
+    num_frames, H, W, 3]` in [-1, 1] whose first k frames are `frames`.
+    `num_frames` beyond one clip chains clips with `extend`; `kwargs` as
+    `sample_latents` (seed, steps, sampler, guidance_frames, ...)."""
+    t_clip, height, width = self.clip_shape
+    video = frames_lib.to_model_frames(frames, (height, width))
+    n, k = video.shape[:2]
+    j = frames_lib.given_latent_frames(
+        k, self.tokenizer.model_config.temporal_factor, t_clip)
+    # Causal: the k frames encoded alone are the first j latent frames.
+    z = np.zeros((n, *self.config.latent_shape), np.float32)
+    z[:, :j] = np.asarray(self.tokenizer.encode(video))
+    given = np.zeros(z.shape[:2], np.float32)
+    given[:, :j] = 1.0
+    out = self._sample_given(given, z, labels, **kwargs)
+    out[:, :k] = video
+    num_frames = num_frames or t_clip
+    if num_frames > t_clip:
+      chunks = -(-(num_frames - t_clip) // (t_clip - k))
+      out = self.extend(out, chunks, labels, context=k, **kwargs)
+    return out[:, :num_frames]
+
+  def image_to_video(self, image, labels=None, **kwargs) -> np.ndarray:
+    """Videos `[n, T, H, W, 3]` starting at `image` (`[H, W, 3]` or
+    `[n, H, W, 3]`); see `predict`."""
+    _, height, width = self.clip_shape
+    return self.predict(frames_lib.images_to_frames(image, (height, width)),
+                        labels=labels, **kwargs)
+
+  def extend(self, video, num_chunks: int, labels=None, context: int = 5,
+             seed: int = 0, **kwargs) -> np.ndarray:
+    """Long video: `video` `[n, T0, H, W, 3]` followed by `num_chunks` clips,
+    each conditioned on the last `context` frames so far (re-encoded alone
+    by the causal encoder) and adding T - context new frames. Each clip is
+    sampled and decoded on its own: memory is that of one clip at any
+    length; only the pixels accumulate (on the host)."""
+    t_clip, height, width = self.clip_shape
+    video = frames_lib.to_model_frames(video, (height, width), 'video')
+    if num_chunks < 0 or video.shape[1] < context:
+      raise ValueError(f'extend needs num_chunks >= 0 and >= {context} '
+                       f'frames, got {num_chunks} and {video.shape[1]}')
+    parts, last = [video], video
+    for i in range(num_chunks):
+      # Chunk seeds differ from the seed of a clip sampled with `seed`.
+      last = self.predict(last[:, -context:], labels=labels,
+                          seed=seed * 1_000_003 + i + 1, **kwargs)
+      parts.append(last[:, context:])
+    return np.concatenate(parts, axis=1)
+
+  def interpolate(self, first, last, labels=None, **kwargs) -> np.ndarray:
+    """Videos `[n, T, H, W, 3]` from keyframe `first` to `last` (images
+    `[H, W, 3]` or `[n, H, W, 3]`). The model is given the first latent
+    frame and the last one, which covers the clip's last 4 frames: `last`
+    is held over them (training gives that group from a real clip)."""
+    t_clip, height, width = self.clip_shape
+    f = self.tokenizer.model_config.temporal_factor
+    a = frames_lib.images_to_frames(first, (height, width), 'first')
+    b = frames_lib.images_to_frames(last, (height, width), 'last')
+    if len(a) != len(b):
+      raise ValueError(f'{len(a)} first and {len(b)} last keyframes')
+    # The clip the keyframe latents are encoded from: first, a blend, then
+    # `last` held over the last latent frame's pixel frames.
+    w = np.linspace(0.0, 1.0, t_clip - f + 1, dtype=np.float32)[
+        1:-1, None, None, None]
+    clip = np.concatenate([a, (1.0 - w) * a + w * b,
+                           np.repeat(b, f, axis=1)], axis=1)
+    z = np.asarray(self.tokenizer.encode(clip))
+    given = np.zeros(z.shape[:2], np.float32)
+    given[:, 0] = given[:, -1] = 1.0
+    out = self._sample_given(given, z, labels, **kwargs)
+    out[:, :1] = a
+    out[:, t_clip - f:] = b
+    return out
 
 
 def load_denoiser(workdir: str, mesh=None, use_ema: bool = True,

@@ -68,6 +68,9 @@ class DenoiserConfig:
   self_conditioning: bool = True
   frame_conditioning: bool = True  # masked latent + mask input channels
   time_embed_dim: int = 256
+  # Learned position tables start as sin-cos features ('sincos') or as
+  # N(0, 0.02) ('normal', what earlier checkpoints used).
+  position_init: str = 'sincos'
   scan: bool = True
   remat: str = 'none'
   dtype: str = 'float32'
@@ -121,6 +124,9 @@ class DenoiserConfig:
     if self.width % self.num_heads:
       raise ValueError(f'width {self.width} is not divisible by '
                        f'{self.num_heads} heads')
+    if self.position_init not in ('sincos', 'normal'):
+      raise ValueError(f'position_init={self.position_init!r}: sincos or '
+                       'normal')
     if self.adaln not in ('lora', 'separate'):
       raise ValueError(f'adaln={self.adaln!r}: lora or separate')
     if self.remat not in REMAT_POLICIES:
@@ -135,6 +141,33 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
   args = (t.astype(jnp.float32) * 1000.0)[:, None] * freqs[None]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def sincos_1d(positions: int, dim: int, max_period: float = 10_000.0
+              ) -> jax.Array:
+  """Sinusoidal features `[positions, dim]` (half cos, half sin)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
+  args = jnp.arange(positions, dtype=jnp.float32)[:, None] * freqs[None]
+  out = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  return jnp.pad(out, ((0, 0), (0, dim - 2 * half)))
+
+
+def sincos_init(kind: str):
+  """Initialiser of the learned position tables: fixed 2D (rows in half the
+  channels, columns in the other half) or 1D sin-cos features, so tokens
+  know where they are from the first step (a table drawn at std 0.02 is
+  ~50x smaller than the token features and takes thousands of steps to
+  carry positions)."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    if kind == 'time':
+      return sincos_1d(shape[0], shape[1]).astype(dtype)
+    h, w, d = shape
+    rows = sincos_1d(h, d // 2)[:, None].repeat(w, axis=1)
+    cols = sincos_1d(w, d - d // 2)[None].repeat(h, axis=0)
+    return jnp.concatenate([rows, cols], axis=-1).astype(dtype)
+  return init
 
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
@@ -256,11 +289,15 @@ class Denoiser(nn.Module):
     x = x.reshape(b, frames, hp, wp, p * p * x.shape[-1])
     x = _dense(d, ('channels', 'embed'), 'patch_embed', dtype)(x)
     init = nn.initializers.normal(0.02)
+    if cfg.position_init == 'sincos':
+      spatial_init, temporal_init = sincos_init('space'), sincos_init('time')
+    else:
+      spatial_init = temporal_init = init
     spatial_pos = self.param('spatial_position',
-                             partitioned(init, (None, None, 'embed')),
+                             partitioned(spatial_init, (None, None, 'embed')),
                              (hp, wp, d))
     temporal_pos = self.param('temporal_position',
-                              partitioned(init, (None, 'embed')),
+                              partitioned(temporal_init, (None, 'embed')),
                               (cfg.latent_shape[0], d))
     time_index = jnp.where(is_image[:, None], 0, jnp.arange(frames)[None])
     x = (x + spatial_pos[None, None].astype(dtype)

@@ -57,6 +57,12 @@ def check_config(config, mesh_shape) -> None:
       raise ValueError(f'diffusion.{name}={d[name]} not in [0, 1]')
   if d.frame_cond_frames >= latent_shape(config)[0] and d.frame_cond_prob:
     raise ValueError('diffusion.frame_cond_frames leaves no frame to predict')
+  if (d.frame_cond_prob and latent_shape(config)[0] < 3
+      and (d.get('frame_cond_modes') or {}).get('interpolate')):
+    raise ValueError('diffusion.frame_cond_modes: interpolation gives the '
+                     'first and the last latent frame, so it needs >= 3 '
+                     f'(data.frames={config.data.frames} gives '
+                     f'{latent_shape(config)[0]})')
   if d.self_cond_prob > 0 and not config.model.self_conditioning:
     raise ValueError('diffusion.self_cond_prob > 0 needs '
                      'model.self_conditioning=True (or set the prob to 0)')
