@@ -27,6 +27,7 @@ from walt.diffusion import sampling
 from walt.inference import frames as frames_lib
 from walt.evaluation import oracle
 from walt.tools import denoiser_probe
+from walt.tools import sampler_compare
 from walt.parallel import mesh as mesh_lib
 from walt.train import denoiser_trainer
 
@@ -230,6 +231,21 @@ def test_pixel_conditioning_api(trained):
     gen.predict(np.full((1, 1, 32, 32, 3), 255.0, np.float32))
   with pytest.raises(ValueError, match='labels for'):
     gen.image_to_video(image, labels=[1, 2, 3], **kw)
+
+
+def test_sampler_compare_scores_each_setting_on_the_same_labels(trained):
+  workdir, _, _ = trained
+  gen = sampler.Generator.load(workdir)
+  rows = sampler_compare.compare(
+      gen, sampler_compare.parse_settings(['ddim:3', 'dpmpp:2']), 12, 12,
+      guidance=1.0, features='random:0')
+  assert [(r['sampler'], r['steps']) for r in rows] == [('ddim', 3),
+                                                        ('dpmpp', 2)]
+  assert rows[0]['time_vs_first'] == 1.0
+  assert rows[0]['fvd_sprites_vs_first'] == 1.0
+  assert rows[1]['fvd_sprites'] != rows[0]['fvd_sprites']
+  with pytest.raises(ValueError, match='sampler:steps'):
+    sampler_compare.parse_settings(['dpmpp'])
 
 
 def test_sample_cli_writes_videos_and_grid(trained, tmp_path):

@@ -342,20 +342,26 @@ def sprites(config, gen, workdir, step):
     metrics.update(oracle.score_samples(config.data.name, videos, labels))
     protocol['oracle'] = 'walt.data.sprites.classify (analytic)'
     if config.features.weights:
-      # Frechet distance on the sprites network's features: not FVD.
-      net = _net(config, gen.mesh, 'sprites_features')
-      real = take(real_batches(config, gen, config.reference.split,
-                               gen.data_config.frames, config.batch_size),
-                  config.num_samples)['video']
-      a = stats.FeatureStats(sprites_features.FEATURE_DIM).add(net(real)[0])
-      b = stats.FeatureStats(sprites_features.FEATURE_DIM).add(net(videos)[0])
-      metrics['fvd_sprites'] = stats.stats_frechet_distance(a, b)
-      protocol['fvd_sprites'] = {
-          **net.protocol(), 'reference': f'{config.num_samples} real '
-          f'{config.reference.split} clips', 'note': 'not FVD'}
+      metrics['fvd_sprites'], protocol['fvd_sprites'] = sprites_fvd(
+          config, gen, videos)
   if config.cond_frames or config.interpolate:
     metrics.update(_sprites_given_frames(config, gen, protocol))
   return metrics, config.num_samples, protocol
+
+
+def sprites_fvd(config, gen, videos: np.ndarray) -> tuple[float, dict]:
+  """(`fvd_sprites` of `videos` against as many real `reference.split`
+  clips, its protocol): a Frechet distance on the sprites network's
+  features (`features.weights`), not FVD."""
+  net = _net(config, gen.mesh, 'sprites_features')
+  real = take(real_batches(config, gen, config.reference.split,
+                           gen.data_config.frames, config.batch_size),
+              len(videos))['video']
+  a = stats.FeatureStats(sprites_features.FEATURE_DIM).add(net(real)[0])
+  b = stats.FeatureStats(sprites_features.FEATURE_DIM).add(net(videos)[0])
+  return stats.stats_frechet_distance(a, b), {
+      **net.protocol(), 'reference': f'{len(videos)} real '
+      f'{config.reference.split} clips', 'note': 'not FVD'}
 
 
 def _sprites_given_frames(config, gen, protocol) -> dict[str, float]:
