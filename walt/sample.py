@@ -108,8 +108,9 @@ def conditioned(gen: inference.Generator, labels, num_samples: int,
   modes = [f for f in (_GIVEN, _IMAGE, _INTERPOLATE) if f.value]
   if len(modes) > 1:
     raise ValueError('give one of --given, --image, --interpolate')
-  if _RECONSTRUCTION.value:
-    kwargs['reconstruction_weight'] = _RECONSTRUCTION.value
+  if _RECONSTRUCTION.value and not (modes or _CHUNKS.value):
+    raise ValueError('--reconstruction_guidance conditions on given frames: '
+                     'add --given, --image, --interpolate or --chunks')
   tile = lambda x: np.repeat(x[None], num_samples, axis=0)
   if _GIVEN.value:
     video = media.read_video(_GIVEN.value)
@@ -140,7 +141,8 @@ def main(argv):
   kwargs = {'steps': _STEPS.value, 'guidance': _GUIDANCE.value,
             'eta': _ETA.value, 'seed': _SEED.value,
             'sampler': _SAMPLER.value, 'guidance_class': _GUIDANCE_CLASS.value,
-            'guidance_frames': _GUIDANCE_FRAMES.value}
+            'guidance_frames': _GUIDANCE_FRAMES.value,
+            'reconstruction_weight': _RECONSTRUCTION.value}
   videos, inputs = conditioned(gen, labels, _NUM.value, **kwargs)
   if videos is None:
     videos = generate(gen, labels, _NUM.value, steps=_STEPS.value,
@@ -149,8 +151,6 @@ def main(argv):
                       sampler=_SAMPLER.value,
                       guidance_class=_GUIDANCE_CLASS.value)
   if _CHUNKS.value:
-    if _RECONSTRUCTION.value:
-      kwargs['reconstruction_weight'] = _RECONSTRUCTION.value
     videos = gen.extend(videos, _CHUNKS.value, labels=labels,
                         context=_GIVEN_FRAMES.value, **kwargs)
   paths = media.save_videos(_OUT.value, 'sample',

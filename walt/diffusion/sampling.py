@@ -123,7 +123,7 @@ def reconstruction_guided_v(v_fn: Callable[[jax.Array], jax.Array],
   (grad,) = vjp(2.0 * m * (x0 - rec.latent))
   x0 = x0 - rec.weight * b(alpha) / 2.0 * grad
   x0 = m * rec.latent + (1.0 - m) * x0
-  return (b(alpha) * z - x0) / b(sigma)
+  return sched_lib.v_from_x0(z, x0, alpha, sigma)
 
 
 def _model_v(denoise, schedule, guidance, frames, rec):

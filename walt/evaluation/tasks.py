@@ -163,26 +163,31 @@ def frame_conditioning(config, gen) -> tuple[float, str]:
   return 0.0, 'the model\'s frame channels'
 
 
-def frame_condition(gen, videos: np.ndarray, cond_frames: int
+def frame_condition(gen, videos: np.ndarray, cond_frames: int, latents=None
                     ) -> tuple[np.ndarray, np.ndarray]:
   """(normalised latents, mask `[b, t_lat]`) giving the first `cond_frames`
-  frames (1 + 4k) of `videos`."""
-  z = map_batches(gen.tokenizer.encode, videos, gen.mesh, 8)
+  frames (1 + 4k) of `videos` (`latents`: their encoding, if at hand)."""
+  z = encode(gen, videos) if latents is None else latents
   given = gen.tokenizer.latent_shape(cond_frames, *videos.shape[2:4])[0]
   mask = np.zeros(z.shape[:2], np.float32)
   mask[:, :given] = 1.0
   return z, mask
 
 
-def keyframe_condition(gen, videos: np.ndarray
+def keyframe_condition(gen, videos: np.ndarray, latents=None
                        ) -> tuple[np.ndarray, np.ndarray, int]:
   """(normalised latents, mask giving the first and the last latent frame,
   the first pixel frame the last latent frame covers)."""
-  z = map_batches(gen.tokenizer.encode, videos, gen.mesh, 8)
+  z = encode(gen, videos) if latents is None else latents
   mask = np.zeros(z.shape[:2], np.float32)
   mask[:, 0] = mask[:, -1] = 1.0
   last = videos.shape[1] - gen.tokenizer.model_config.temporal_factor
   return z, mask, last
+
+
+def encode(gen, videos: np.ndarray) -> np.ndarray:
+  """Normalised latents of `videos`, 8 clips per call."""
+  return map_batches(gen.tokenizer.encode, videos, gen.mesh, 8)
 
 
 # ------------------------------------------------------------------ the tasks
@@ -375,13 +380,14 @@ def _sprites_given_frames(config, gen, protocol) -> dict[str, float]:
                             config.batch_size), config.num_samples)
   video = clips['video']
   labels = clips['label'] if gen.num_classes else None
+  latents = encode(gen, video)  # shared by both tasks
   metrics = {}
   protocol.update(frame_conditioning=how, split=split,
                   psnr_ssim='per frame on [0, 1], SSIM 11x11 Gaussian '
                   '(sigma 1.5), averaged over frames and clips')
   if config.cond_frames:
     k = config.cond_frames
-    cond, mask = frame_condition(gen, video, k)
+    cond, mask = frame_condition(gen, video, k, latents)
     pred = np.concatenate(list(generate(
         config, gen, labels, seed=1, cond_latent=cond, cond_mask=mask)))
     truth = video[:, k:]
@@ -392,7 +398,7 @@ def _sprites_given_frames(config, gen, protocol) -> dict[str, float]:
                     for m, v in _psnr_ssim(truth, copy_last).items()})
     protocol.update(cond_frames=k, predicted_frames=int(truth.shape[1]))
   if config.interpolate:
-    cond, mask, last = keyframe_condition(gen, video)
+    cond, mask, last = keyframe_condition(gen, video, latents)
     if last < 2:
       raise ValueError(f'interpolate: clips of {video.shape[1]} frames leave '
                        'no frame between the keyframes (need >= 3 latent '

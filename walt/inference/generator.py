@@ -169,10 +169,9 @@ class Generator:
         return v
       # Given frames follow their known x0 in every pass (guidance leaves
       # them alone), so z there stays the forward-noised given latent the
-      # model saw in training: v = (alpha z - x0) / sigma.
+      # model saw in training.
       alpha, sigma = self.schedule.alpha_sigma(t)
-      b = lambda a: a[:, None, None, None, None]
-      known = (b(alpha) * z - cond_latent) / b(sigma)
+      known = sched_lib.v_from_x0(z, cond_latent, alpha, sigma)
       m = cond_mask[:, :, None, None, None]
       return m * known + (1.0 - m) * v
     return denoise
