@@ -141,6 +141,28 @@ def test_full_window_is_full_attention(tokens):
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=2e-5)
 
 
+def test_attend_matches_jax_attention_with_bias_and_mask():
+  b, n, length, heads, d = 2, 3, 8, 2, 4
+  q, k, v = jax.random.normal(jax.random.key(0), (3, b, n, length, heads, d))
+  bias = jax.random.normal(jax.random.key(1), (heads, length, length))
+  frame = np.arange(length) // 4
+  same = jnp.asarray(frame[:, None] == frame[None])
+  is_image = jnp.asarray([True, False])
+  mask = jnp.logical_or(same, ~is_image[:, None, None])[:, None, None]
+  ours = attention.attend(q, k, v, bias, mask)
+  flat = lambda a: a.reshape(b * n, length, heads, d)
+  ref = jax.nn.dot_product_attention(
+      flat(q), flat(k), flat(v), bias=bias[None],
+      mask=jnp.repeat(mask[:, 0], n, axis=0)).reshape(ours.shape)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)
+  # The image sample's first frame never sees its second frame.
+  moved = attention.attend(q, k.at[:, :, 4:].add(3.0), v.at[:, :, 4:].add(3.0),
+                           bias, mask)
+  np.testing.assert_allclose(np.asarray(moved[0, :, :4]),
+                             np.asarray(ours[0, :, :4]), atol=1e-6)
+  assert float(jnp.abs(moved[1, :, :4] - ours[1, :, :4]).max()) > 1e-3
+
+
 def test_windows_are_reshapes_that_invert():
   x = jnp.arange(2 * 4 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 4, 6, 3)
   w = (2, 2, 3)
@@ -174,6 +196,11 @@ def test_starts_as_zero_and_scan_matches_unrolled():
   a = scanned.apply({'params': params}, z, t, labels=labels)
   b = unrolled.apply({'params': per_layer}, z, t, labels=labels)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  # An unrolled scan keeps the stacked params (same checkpoints).
+  flat = dn.Denoiser(dataclasses.replace(cfg, scan_unroll=0))
+  np.testing.assert_allclose(
+      np.asarray(flat.apply({'params': params}, z, t, labels=labels)),
+      np.asarray(a), atol=1e-5)
   remat = dn.Denoiser(dataclasses.replace(cfg, remat='full'))
   grad = lambda m: jax.grad(lambda p: jnp.sum(m.apply(
       {'params': p}, z, t, labels=labels) ** 2))(params)
@@ -214,6 +241,12 @@ def test_config_validation_rejects_bad_windows():
   with pytest.raises(ValueError, match='self_conditioning'):
     denoiser_trainer.check_config(c, {})
   c.diffusion.self_cond_prob = 0.0
+  c.model.remat = 'full'  # the sprites configs unroll their scan
+  with pytest.raises(ValueError, match='scan_unroll=1'):
+    denoiser_trainer.check_config(c, {})
+  c.model.scan_unroll = 1
+  denoiser_trainer.check_config(c, {})
+  c.model.remat = 'none'
   c.diffusion.t_sampling = 'cosine'
   with pytest.raises(ValueError, match='t_sampling'):
     denoiser_trainer.check_config(c, {})

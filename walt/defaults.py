@@ -68,6 +68,9 @@ def denoiser():
       'spatiotemporal_window': (0, 8, 8), 'adaln': 'lora', 'lora_rank': 2,
       'num_classes': 0, 'self_conditioning': True,
       'frame_conditioning': True, 'scan': True, 'remat': 'none',
+      # Layer pairs per scan iteration (0 = all: straight-line code with the
+      # stacked params; 16% faster train steps on CPU, walt.benchmark peer).
+      'scan_unroll': 1,
       'dtype': 'float32', 'position_init': 'sincos'})
   c.diffusion = ml_collections.ConfigDict({
       'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,

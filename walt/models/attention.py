@@ -68,6 +68,29 @@ def relative_position_index(window: Window, table_window: Window
   return (rel[..., 0] * sizes[1] + rel[..., 1]) * sizes[2] + rel[..., 2]
 
 
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array,
+           mask: jax.Array | None) -> jax.Array:
+  """Softmax attention within windows.
+
+  q, k, v `[b, n, L, heads, d]` (n windows of L tokens); bias `[heads, L,
+  L]`; mask bool, broadcastable to `[b, n, heads, L, L]` (True = attend) ->
+  `[b, n, L, heads, d]`.
+
+  Heads go next to the batch axes before the two matmuls so that each is
+  one batched GEMM on contiguous `[L, d]` blocks; XLA's CPU path for
+  `jax.nn.dot_product_attention` transposes inside the dot instead and
+  measured slower on the train step (walt.benchmark --suite=peer).
+  """
+  scale = q.shape[-1] ** -0.5
+  heads_first = lambda a: jnp.swapaxes(a, 2, 3)  # [b, n, heads, L, d]
+  q, k, v = heads_first(q * scale), heads_first(k), heads_first(v)
+  logits = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) + bias
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return heads_first(jnp.matmul(weights.astype(v.dtype), v))
+
+
 class WindowAttention(nn.Module):
   """Multi-head self-attention within windows, qk-LayerNorm per head, learned
   relative position bias per window (Swin style).
@@ -96,9 +119,9 @@ class WindowAttention(nn.Module):
         bias_init=partitioned(nn.initializers.zeros, axes[1:]))
     q, k, v = (to_windows(dense(n, ('embed', 'heads'))(x), window)
                for n in ('query', 'key', 'value'))
-    lead = q.shape[:-2]
+    lead = q.shape[:-2]  # (b, nt, nh, nw)
     length = q.shape[-2]
-    split = lambda a: a.reshape(-1, length, heads, head_dim)
+    split = lambda a: a.reshape(b, -1, length, heads, head_dim)
     q, k, v = split(q), split(k), split(v)
     # qk-LayerNorm per head keeps attention logits bounded at large widths.
     q = nn.LayerNorm(dtype=self.dtype, name='query_norm')(q)
@@ -110,18 +133,16 @@ class WindowAttention(nn.Module):
         (int(np.prod(2 * np.asarray(table_window) - 1)), heads))
     index = relative_position_index(window, table_window)
     bias = jnp.take(table, jnp.asarray(index.reshape(-1)), axis=0)
-    bias = bias.reshape(length, length, heads).transpose(2, 0, 1)[None]
+    bias = bias.reshape(length, length, heads).transpose(2, 0, 1)
 
     mask = None
     if is_image is not None and window[0] > 1:
+      # [b, 1, 1, L, L]: broadcast over windows and heads inside the softmax
+      # fusion, never materialised per window.
       frame = np.arange(length) // (window[1] * window[2])
       same = jnp.asarray(frame[:, None] == frame[None, :])
-      mask = jnp.logical_or(same[None], ~is_image[:, None, None])  # [b, L, L]
-      windows_per_sample = int(np.prod(lead[1:]))
-      mask = jnp.repeat(mask, windows_per_sample, axis=0)[:, None]
-
-    out = jax.nn.dot_product_attention(
-        q, k, v, bias=bias.astype(q.dtype), mask=mask)
+      mask = jnp.logical_or(same, ~is_image[:, None, None])[:, None, None]
+    out = attend(q, k, v, bias.astype(q.dtype), mask)
     out = out.reshape(*lead, length, d)
     out = from_windows(out, window, (t, h, w))
     return nn.Dense(d, dtype=self.dtype, name='out',

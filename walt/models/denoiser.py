@@ -72,6 +72,9 @@ class DenoiserConfig:
   # N(0, 0.02) ('normal', what earlier checkpoints used).
   position_init: str = 'sincos'
   scan: bool = True
+  # Layer pairs per scan iteration: params stay stacked (same checkpoints)
+  # while XLA sees straight-line code; 0 = all of them.
+  scan_unroll: int = 1
   remat: str = 'none'
   dtype: str = 'float32'
 
@@ -131,6 +134,15 @@ class DenoiserConfig:
       raise ValueError(f'adaln={self.adaln!r}: lora or separate')
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f'remat={self.remat!r}: one of {sorted(REMAT_POLICIES)}')
+    if self.remat != 'none' and self.scan and self.scan_unroll != 1:
+      # Measured (walt.benchmark --suite=remat): unrolled, XLA keeps every
+      # activation anyway (peak at 2x depth 1.95x with remat=full, against
+      # 1.04x with a rolled scan).
+      raise ValueError(f'remat={self.remat!r} needs model.scan_unroll=1 '
+                       f'(got {self.scan_unroll}): an unrolled scan lets XLA '
+                       'keep the activations remat would recompute')
+    if self.scan_unroll < 0:
+      raise ValueError(f'scan_unroll={self.scan_unroll}: >= 0 (0 = all)')
     self.windows()  # raises if a window does not divide the grid
 
 
@@ -333,6 +345,7 @@ class Denoiser(nn.Module):
           pair, variable_axes={'params': 0}, split_rngs={'params': True},
           in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
           length=cfg.num_layers // 2,
+          unroll=cfg.scan_unroll or cfg.num_layers // 2,
           metadata_params={nn.PARTITION_NAME: 'layers'})
       x, _ = scanned(cfg, name='layers')(x, cond, shared_mod, is_image)
     else:

@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from walt import config_lib
+from walt.benchmark import job_suites
+from walt.benchmark import timing
 from walt.data import build  # noqa: F401  (defines --data_dir)
 from walt.parallel import mesh as mesh_lib
-from walt.parallel import sharding as sharding_lib
 from walt.train import loop
 from walt.train import tokenizer_trainer
 
@@ -125,19 +122,6 @@ VARIANTS = {
 }
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-  """float32 FLOP/s of an `n x n` matmul on the default device."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  jax.block_until_ready(f(a))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(a))
-    times.append(time.perf_counter() - start)
-  return 2 * n ** 3 / statistics.median(times)
-
-
 def build_config(name: str, data_dir: str | None):
   path, arg, overrides = VARIANTS[name]
   config = config_lib.load_file(path, arg)
@@ -153,34 +137,6 @@ def build_config(name: str, data_dir: str | None):
   return config
 
 
-def measure_step(config, repeats: int) -> dict:
-  """Compiles the tokenizer train step on a zero batch of the training shape;
-  returns its XLA FLOPs and median seconds per step."""
-  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
-  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
-  task = tokenizer_trainer.TokenizerTask(config, '', mesh, rules)
-  height, width = config.data.crop or config.data.resolution
-  batch = {'video': jnp.zeros((config.batch_size, config.data.frames, height,
-                               width, 3), jnp.float32)}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = sharding_lib.init_sharded(task.init_state, mesh, rules,
-                                   jax.random.key(0))[0]
-    step = jax.jit(task.train_step, donate_argnums=(0,))
-    compiled = step.lower(state, batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    state, _ = compiled(state, batch)
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      state, metrics = compiled(state, batch)
-      jax.block_until_ready(metrics)
-      times.append(time.perf_counter() - start)
-  return {'step_flops': float(cost['flops']),
-          'step_seconds': statistics.median(times)}
-
-
 def run_variant(name: str, out: str, minutes: float, repeats: int,
                 measure_only: bool) -> dict:
   config = build_config(name, flags.FLAGS.data_dir)  # walt.data.build's flag
@@ -189,8 +145,8 @@ def run_variant(name: str, out: str, minutes: float, repeats: int,
                                         else v for k, v in
                                         VARIANTS[name][2].items()},
          'config': f'{VARIANTS[name][0]}:{VARIANTS[name][1]}'}
-  row['matmul_peak_flops'] = matmul_peak()
-  row.update(measure_step(config, repeats))
+  row['matmul_peak_flops'] = timing.matmul_peak()['flops_per_sec']
+  row.update(job_suites.tokenizer_step(config, repeats))
   row['flops_utilization'] = (row['step_flops'] / row['step_seconds']
                               / row['matmul_peak_flops'])
   row['batch'] = [config.batch_size, config.data.frames,

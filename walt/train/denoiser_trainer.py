@@ -150,15 +150,10 @@ class DenoiserTask:
                                        ema=self.config.ema_decay > 0)
 
   def train_step(self, state, batch):
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
-    labels = batch['label'] if self.model_config.num_classes else None
-    grads, metrics = jax.grad(
-        lambda p: objectives.diffusion_loss(
-            self.apply, p, rng, self.schedule, self.objective,
-            batch['latent'], labels, batch['is_image']), has_aux=True)(
-                state.params)
-    return state_lib.apply_gradients(state, grads, self.tx,
-                                     self.config.ema_decay), metrics
+    if not self.model_config.num_classes:
+      batch = {k: v for k, v in batch.items() if k != 'label'}
+    return train_step(self.apply, self.schedule, self.objective, self.tx,
+                      self.config.seed, self.config.ema_decay, state, batch)
 
   # ------------------------------------------------------------------ hooks
   def eval_params(self, state):
@@ -276,6 +271,19 @@ def run(config, workdir: str, mode: str = 'train'):
     return cache_latents(config, workdir, mesh)
   task = DenoiserTask(config, workdir, mesh, rules)
   return loop.run(task, config, workdir, mode, {'eval': task.evaluate})
+
+
+def train_step(apply, schedule, objective, tx, seed: int, ema_decay: float,
+               state, batch):
+  """One denoiser update: the diffusion loss on `batch` (`latent [b, t, h,
+  w, c]`, `label [b, t]` or absent, `is_image [b]`), the optimizer and EMA.
+  The job's step, and the one `walt.benchmark` times."""
+  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  grads, metrics = jax.grad(
+      lambda p: objectives.diffusion_loss(
+          apply, p, rng, schedule, objective, batch['latent'],
+          batch.get('label'), batch['is_image']), has_aux=True)(state.params)
+  return state_lib.apply_gradients(state, grads, tx, ema_decay), metrics
 
 
 # Kept for config files that call it from here.

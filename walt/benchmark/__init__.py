@@ -1,0 +1,1 @@
+"""walt's benchmark suites: `python -m walt.benchmark --suite=<name>`."""
