@@ -18,7 +18,7 @@ LAYERS = [
     {'walt.evaluation'},
     {'walt.train'},
     {'walt.jobs', 'walt.main', 'walt.sample', 'walt.quickstart',
-     'walt.tools'},
+     'walt.tools', 'walt.benchmark'},
 ]
 
 
