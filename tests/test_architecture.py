@@ -12,13 +12,13 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 # Layers, lowest first: a module may import its own layer and lower ones.
 LAYERS = [
     {'walt.parallel', 'walt.config_lib', 'walt.defaults', 'walt.media',
-     'walt.checkpoint'},
+     'walt.checkpoint', 'walt.weight_files'},
     {'walt.models', 'walt.diffusion', 'walt.data'},
     {'walt.inference', 'walt.sampler'},
     {'walt.evaluation'},
     {'walt.train'},
-    {'walt.jobs', 'walt.main', 'walt.sample', 'walt.quickstart',
-     'walt.tools', 'walt.benchmark'},
+    {'walt.jobs', 'walt.preflight', 'walt.main', 'walt.sample',
+     'walt.quickstart', 'walt.tools', 'walt.benchmark'},
 ]
 
 

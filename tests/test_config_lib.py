@@ -79,3 +79,57 @@ def test_validate_checks_mesh_processes_and_model_hooks():
   with pytest.raises(ValueError, match='window'):
     config_lib.validate(_valid(), num_devices=8, num_processes=1,
                         extra=[windows_divide])
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('eval_every', -1, 'eval_every=-1 must be >= 0'),
+    ('ema_decay', 1.0, 'ema_decay=1.0 not in \\[0, 1\\)'),
+    ('keep_checkpoints', 0, 'keep_checkpoints=0 must be at least 1'),
+    ('data.image_fraction', 1.5, 'data.image_fraction=1.5 not in'),
+    ('data.crop', (72, 64), 'data.crop=\\(72, 64\\) exceeds'),
+])
+def test_validate_rejects_bad_trainer_fields(field, value, message):
+  c = config_lib.trainer_config('x')
+  node, _, leaf = field.rpartition('.')
+  (c[node] if node else c)[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(c, num_devices=8, num_processes=1)
+
+
+def _job_config(relpath, arg, fields):
+  c = load_config(relpath, arg)
+  c.unlock()
+  for key, value in fields.items():
+    node, _, leaf = key.rpartition('.')
+    (c[node] if node else c)[leaf] = value
+  return c
+
+
+@pytest.mark.parametrize('relpath,arg,fields,message', [
+    # Batches the tokenizer's eval and latent statistics shard unpadded.
+    ('configs/tokenizer/sprites.py', 'quick',
+     {'batch_size': 8, 'eval.batch_size': 4},
+     'eval.batch_size=4 is not divisible by the batch sharding 8'),
+    ('configs/tokenizer/sprites.py', 'quick',
+     {'batch_size': 8, 'latent_stats.batch_size': 12},
+     'latent_stats.batch_size=12'),
+    ('configs/tokenizer/sprites.py', 'quick',
+     {'batch_size': 8, 'eval.frames': 8},
+     'eval.frames, data.resolution: 8 frames: need 1 \\+ 4k'),
+    ('configs/walt/sprites.py', 'quick',
+     {'model.spatiotemporal_window': (0, 3, 3)},
+     'config.model: window \\(0, 3, 3\\) does not divide the token grid'),
+    ('configs/eval/sprites.py', None, {'sampler.sampler': 'euler'},
+     "sampler.sampler='euler': one of"),
+    ('configs/eval/sprites.py', None, {'features.resize_method': 'area'},
+     "features.resize_method='area'"),
+    ('configs/eval/sprites.py', None, {'poll_seconds': -5},
+     'poll_seconds=-5 must be >= 0'),
+])
+def test_job_validators_name_the_field(relpath, arg, fields, message):
+  from walt import jobs
+  c = _job_config(relpath, arg, fields)
+  job = jobs.load(c.job)
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(c, num_devices=8, num_processes=1,
+                        extra=job.VALIDATORS)

@@ -175,6 +175,7 @@ def test_windows_are_reshapes_that_invert():
                                 x[0, :2, :2, :3].reshape(12, 3))
 
 
+@pytest.mark.slow
 def test_starts_as_zero_and_scan_matches_unrolled():
   cfg = _config(num_layers=4, scan=True)
   z = jax.random.normal(jax.random.key(0), (2, *GRID, 4))

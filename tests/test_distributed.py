@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -78,3 +79,34 @@ def test_two_processes_build_one_global_batch_from_disjoint_slices(
     video_sum = sum(float(e['video'].sum(dtype=np.float64)) for e in expected)
     assert got['video_sum'] == pytest.approx(video_sum, rel=1e-5)
   assert r0['state'] == r1['state'] == {'next_index': 3}
+
+
+@pytest.mark.parametrize('killed', [0, 1], ids=['coordinator', 'worker'])
+def test_a_dead_process_stops_the_others_within_the_heartbeat_timeout(
+    killed):
+  port, timeout = _free_port(), 5
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  env.pop('XLA_FLAGS', None)
+  procs = [subprocess.Popen(
+      [sys.executable, '-u', os.path.join(ROOT, 'tests',
+                                          'heartbeat_worker.py'),
+       str(i), str(port), str(timeout)],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    for p in procs:  # both connected and exchanging data
+      assert p.stdout.readline().strip() == 'up', p.stdout.read()[-3000:]
+    procs[killed].kill()
+    survivor = procs[1 - killed]
+    started = time.time()
+    log, _ = survivor.communicate(timeout=60)
+    waited = time.time() - started
+  finally:
+    for p in procs:
+      p.kill()
+  assert survivor.returncode != 0, log[-3000:]
+  # It stopped on its own (not by the test's timeout), within the heartbeat
+  # timeout plus the service's polling slack, saying why.
+  assert waited < 4 * timeout + 10, waited
+  assert 'heartbeat' in log.lower() or 'socket closed' in log.lower() or (
+      'task' in log.lower() and 'fail' in log.lower()), log[-3000:]

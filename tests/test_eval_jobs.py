@@ -13,10 +13,16 @@ import pytest
 
 from tests.test_denoiser_training import _config as denoiser_config
 from tests.test_distributed import _free_port
+from tests.test_evaluation_stats import _fd_of_features
 from tests.test_tokenizer import _load_config
 from walt import config_lib
+from walt import preflight
 from walt.data import build
+from walt.data import pipeline
+from walt.data import sprites
+from walt.data import video_ops
 from walt.evaluation import eval_job
+from walt.evaluation import sprites_features
 from walt.evaluation import tasks
 from walt.train import denoiser_trainer
 
@@ -43,6 +49,43 @@ def _results(workdir, step):
     return json.load(f)
 
 
+def _psnr(x, y):
+  """Independent numpy PSNR: per frame on [0, 1] (clipped), capped at
+  100 dB, averaged over frames then clips."""
+  unit = lambda a: (np.clip(np.asarray(a, np.float64), -1, 1) + 1) / 2
+  mse = np.mean((unit(x) - unit(y)) ** 2, axis=(2, 3, 4))
+  return float(np.mean(np.minimum(-10 * np.log10(np.maximum(mse, 1e-10)),
+                                  100.0)))
+
+
+def _real_clips(c, frames, n):
+  """The first `n` clips of the eval config's reference split, in order
+  (read here, not through `tasks`)."""
+  videos, labels = [], []
+  for b in pipeline.eval_batches(c.data, batch_size=c.batch_size,
+                                 num_examples=None, seed=c.seed,
+                                 split=c.reference.split, frames=frames,
+                                 resolution=(32, 32), build=c.data.build):
+    videos.append(np.asarray(b['video'], np.float32))
+    labels.append(np.asarray(b['label'])[:, 0])
+  return np.concatenate(videos)[:n], np.concatenate(labels)[:n]
+
+
+def _record_samples(monkeypatch):
+  """Records what `tasks.generate` gives the eval tasks: a list of
+  (seed, conditioned on frames?, videos)."""
+  calls = []
+  original = tasks.generate
+
+  def generate(config, gen, labels, seed, cond_latent=None, cond_mask=None):
+    videos = [np.asarray(v) for v in original(config, gen, labels, seed,
+                                              cond_latent, cond_mask)]
+    calls.append((seed, cond_latent is not None, np.concatenate(videos)))
+    return iter(videos)
+  monkeypatch.setattr(tasks, 'generate', generate)
+  return calls
+
+
 def _train(data_dir, tokenizer_dir, workdir, dataset, frames, steps=2):
   c = denoiser_config(data_dir, tokenizer_dir, steps=steps)
   c.unlock()
@@ -63,19 +106,46 @@ def sprites_eval_config(generator, data_dir, dataset):
   return c
 
 
-def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
+def test_sprites_eval_job(trained, sprites_data_dir, tmp_path, monkeypatch):
   generator, config, _ = trained
   c = sprites_eval_config(generator, sprites_data_dir, config.data.name)
+  # Every input is there (the generator's own tokenizer included).
+  assert preflight.missing_inputs(c, str(tmp_path)) == []
+  samples = _record_samples(monkeypatch)
   results = eval_job.run(c, str(tmp_path))
   step = config.total_steps
   r = _results(str(tmp_path), step)
   assert set(results) == {step} and r['num_samples'] == 16
   m = r['metrics']
-  for key in ('class_accuracy', 'color_accuracy', 'shape_accuracy',
-              'prediction_psnr', 'prediction_ssim',
-              'copy_last_frame_psnr', 'copy_last_frame_ssim', 'fvd_sprites'):
-    assert np.isfinite(m[key]), key
-  assert 0 <= m['class_accuracy'] <= 1
+  # The scores, recomputed here from the samples the job drew and the real
+  # clips read independently: labels cycle over the 12 classes.
+  (seed, given, videos), (_, given_p, predicted) = samples
+  assert (seed, given, given_p) == (0, False, True)
+  labels = np.arange(16) % 12
+  oracle = sprites.classify_batch(video_ops.to_uint8(videos))
+  assert m['class_accuracy'] == pytest.approx(np.mean(oracle == labels))
+  for k in range(12):
+    assert m[f'class_accuracy/{k}'] == pytest.approx(
+        np.mean(oracle[labels == k] == k))
+  # A right class is a right colour and a right shape.
+  assert min(m['color_accuracy'], m['shape_accuracy']) >= m['class_accuracy']
+  real, _ = _real_clips(c, 5, 16)
+  # Frame prediction: frame 0 given, frames 1..4 scored; the baseline
+  # repeats frame 0.
+  assert m['prediction_psnr'] == pytest.approx(
+      _psnr(predicted[:, 1:], real[:, 1:]), abs=1e-3)
+  assert m['copy_last_frame_psnr'] == pytest.approx(
+      _psnr(np.repeat(real[:, :1], 4, axis=1), real[:, 1:]), abs=1e-3)
+  assert m['prediction_psnr'] != pytest.approx(m['copy_last_frame_psnr'],
+                                               abs=1e-3)
+  for key in ('prediction_ssim', 'copy_last_frame_ssim'):
+    assert 0 < m[key] < 1, key
+  # fvd_sprites: the Frechet distance between the sprites network's
+  # features of the 16 samples and of the first 16 real clips.
+  params = sprites_features.random_params(0)
+  feats = lambda x: np.asarray(sprites_features.features(params, x)[0])
+  assert m['fvd_sprites'] == pytest.approx(
+      _fd_of_features(feats(real), feats(videos)), rel=1e-4, abs=1e-5)
   assert r['protocol']['cond_frames'] == 1
   assert r['protocol']['predicted_frames'] == 4
   assert r['protocol']['steps'] == 3
@@ -106,6 +176,11 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path):
                     config.data.name)
   with pytest.raises(FileNotFoundError, match='train a denoiser'):
     eval_job.run(c2, str(tmp_path / 'eval2'))
+  # A step the generator never saved.
+  c2 = _eval_config('sprites', generator, sprites_data_dir, config.data.name,
+                    step=step + 1)
+  assert preflight.missing_inputs(c2, str(tmp_path)) == [
+      f'step: no checkpoint at step {step + 1} in {generator}: [{step}]']
 
 
 @pytest.fixture(scope='module')
@@ -117,19 +192,40 @@ def nine_frame_generator(sprites_data_dir, tokenizer_dir, tmp_path_factory):
 
 def test_sprites_prediction_and_interpolation_scores(nine_frame_generator,
                                                      sprites_data_dir,
-                                                     tmp_path):
+                                                     tmp_path, monkeypatch):
   """The `prediction` variant's metrics on a 9-frame model trained with
-  frame conditioning; baselines scored on the same frames."""
+  frame conditioning; baselines scored on the same frames (all recomputed
+  here from the job's samples and the real clips)."""
   c = _eval_config('sprites', nine_frame_generator, sprites_data_dir,
                    NINE_FRAMES, num_samples=8, batch_size=8, cond_frames=5,
                    eval_frames=9, interpolate=True)
+  samples = _record_samples(monkeypatch)
   eval_job.run(c, str(tmp_path))
   r = _results(str(tmp_path), 2)
   m, p = r['metrics'], r['protocol']
-  for key in ('prediction_psnr', 'prediction_ssim', 'copy_last_frame_psnr',
-              'interpolation_psnr', 'interpolation_ssim',
-              'linear_blend_psnr', 'linear_blend_ssim'):
-    assert np.isfinite(m[key]), key
+  real, _ = _real_clips(c, 9, 8)
+  (_, _, videos), (_, given, predicted), (_, given_i, interpolated) = samples
+  assert given and given_i
+  # Prediction: frames 0..4 given (latent frames 0, 1), 5..8 scored; the
+  # baseline repeats frame 4.
+  assert m['prediction_psnr'] == pytest.approx(
+      _psnr(predicted[:, 5:], real[:, 5:]), abs=1e-3)
+  assert m['copy_last_frame_psnr'] == pytest.approx(
+      _psnr(np.repeat(real[:, 4:5], 4, axis=1), real[:, 5:]), abs=1e-3)
+  # Interpolation: frame 0 and frames 5..8 (the last latent frame) given,
+  # 1..4 scored; the blend goes linearly from frame 0 to frame 5.
+  w = np.arange(1, 5).reshape(1, 4, 1, 1, 1) / 5
+  blend = (1 - w) * real[:, :1] + w * real[:, 5:6]
+  assert m['interpolation_psnr'] == pytest.approx(
+      _psnr(interpolated[:, 1:5], real[:, 1:5]), abs=1e-3)
+  assert m['linear_blend_psnr'] == pytest.approx(
+      _psnr(blend, real[:, 1:5]), abs=1e-3)
+  # The four differ: each scores its own frames.
+  assert len({round(m[k], 3) for k in (
+      'prediction_psnr', 'copy_last_frame_psnr', 'interpolation_psnr',
+      'linear_blend_psnr')}) == 4
+  for key in ('prediction_ssim', 'interpolation_ssim', 'linear_blend_ssim'):
+    assert 0 < m[key] < 1, key
   assert p['predicted_frames'] == 4
   assert p['frame_conditioning'] == "the model's frame channels"
   assert 'frames 1..4 scored' in p['interpolation']
@@ -145,7 +241,8 @@ def test_frame_scores_need_frame_training_or_reconstruction_guidance():
       2.0, 'reconstruction guidance, w_r = 2.0')
 
 
-@pytest.mark.parametrize('name', ['ucf101', 'k600_frame_prediction'])
+@pytest.mark.parametrize('name', [
+    pytest.param('ucf101', marks=pytest.mark.slow), 'k600_frame_prediction'])
 def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
                        tmp_path):
   extra = {'cond_frames': 5} if name == 'k600_frame_prediction' else {}
@@ -158,19 +255,27 @@ def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
   eval_job.run(c, str(tmp_path))
   r = _results(str(tmp_path), 2)
   m, p = r['metrics'], r['protocol']
-  assert r['num_samples'] == 8 and m['fvd'] >= 0 and np.isfinite(m['fvd_std'])
-  assert len(p['fvd_per_repeat']) == 2
+  assert r['num_samples'] == 8
+  # Two repeats draw other samples, so score differently; the reported
+  # FVD is their mean and spread.
+  fvds = p['fvd_per_repeat']
+  assert len(fvds) == 2 and fvds[0] != pytest.approx(fvds[1], rel=1e-6)
+  assert m['fvd'] == pytest.approx(np.mean(fvds))
+  assert m['fvd_std'] == pytest.approx(np.std(fvds))
   for key in ('feature_network', 'resize', 'value_range', 'frames',
               'frame_stride', 'split', 'repeats', 'sampler', 'steps',
               'guidance'):
     assert key in p, key
   assert p['frames'] == 9 and 'RANDOM' in p['warning']
   if name == 'ucf101':
-    assert m['is'] >= 1.0 - 1e-9
+    # 4 samples a repeat make 4 splits of one sample: p(y) = p(y|x) in
+    # each, so IS is exactly 1 (the real IS is in test_evaluation_stats).
+    assert p['is_per_repeat'] == pytest.approx([1.0, 1.0], abs=1e-9)
   else:
     assert p['cond_frames'] == 5 and p['predicted_frames'] == 4
 
 
+@pytest.mark.slow
 def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path):
   generator = _train(sprites_data_dir, tokenizer_dir, str(tmp_path / 'gen1'),
                      'moving_sprites/5x32x32', 1)
@@ -182,11 +287,63 @@ def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path):
   c.lock()
   eval_job.run(c, str(tmp_path / 'eval'))
   r = _results(str(tmp_path / 'eval'), 2)
-  assert r['metrics']['fid'] >= 0 and r['metrics']['is'] >= 1.0 - 1e-9
-  with np.load(r['protocol']['samples_npz']) as f:
+  # 8 one-image IS splits: exactly 1; FID of samples against real images
+  # (the FID path itself: test_fid_and_fvd_of_real_clips_are_zero).
+  assert r['metrics']['is'] == pytest.approx(1.0, abs=1e-9)
+  assert r['metrics']['fid'] > 0
+  with np.load(r['protocol']['samples_npz'], allow_pickle=False) as f:
     assert f['arr_0'].shape == (8, 32, 32, 3) and f['arr_0'].dtype == np.uint8
 
 
+def _fake_generator(monkeypatch, c, frames, noise_by_seed):
+  """A stand-in generator whose samples are the real clips the task reads
+  (`tasks.generate` replaced), plus `noise_by_seed[seed]` x a fixed
+  Gaussian noise."""
+  from walt.parallel import mesh as mesh_lib
+  gen = types.SimpleNamespace(
+      mesh=mesh_lib.create_mesh(c.mesh.to_dict()), num_classes=12,
+      data_config=types.SimpleNamespace(frames=frames, resolution=(32, 32)))
+
+  def generate(config, gen, labels, seed, cond_latent=None, cond_mask=None):
+    del gen, cond_latent, cond_mask
+    real, _ = _real_clips(config, frames, len(labels))
+    noise = np.random.default_rng(0).normal(size=real.shape)
+    yield (real + noise_by_seed[seed] * noise).astype(np.float32)
+  monkeypatch.setattr(tasks, 'generate', generate)
+  return gen
+
+
+@pytest.mark.slow
+def test_fid_and_fvd_of_real_clips_are_zero(sprites_data_dir, monkeypatch,
+                                            tmp_path):
+  """The FVD and FID paths, with samples that are the real clips: 0 (real
+  and sample features go through the same frames, resize and network), and
+  more than 0 once noise is added."""
+  build.ensure_built(NINE_FRAMES, sprites_data_dir)
+  c = _eval_config('ucf101', 'fake', sprites_data_dir, NINE_FRAMES,
+                   num_samples=4, batch_size=8, repeats=2, eval_frames=9)
+  c.unlock()
+  c.features.weights = 'random:0'
+  c.lock()
+  gen = _fake_generator(monkeypatch, c, 9, [0.0, 0.1])
+  m, _, p = tasks.ucf101(c, gen, str(tmp_path), 0)
+  same, noised = p['fvd_per_repeat']
+  assert same < 1e-6 * noised and noised > 0, (same, noised)
+  c = _eval_config('imagenet', 'fake', sprites_data_dir,
+                   'moving_sprites/5x32x32', num_samples=8, batch_size=8)
+  c.unlock()
+  c.features.weights = 'random:0'
+  c.reference.stats = ''
+  c.save_samples = False
+  c.lock()
+  fids = []
+  for level in (0.0, 0.1):
+    gen = _fake_generator(monkeypatch, c, 1, [level])
+    fids.append(tasks.imagenet(c, gen, str(tmp_path), 0)[0]['fid'])
+  assert fids[0] < 1e-6 * fids[1] and fids[1] > 0, fids
+
+
+@pytest.mark.slow
 def test_sprites_features_separate_real_from_noise(sprites_data_dir):
   """fvd_sprites' network: two halves of the real data are closer to each
   other than real clips are to noise, and a short training run learns."""
@@ -208,3 +365,54 @@ def test_sprites_features_separate_real_from_noise(sprites_data_dir):
   real_real = stats.stats_frechet_distance(s(real[:32]), s(real[32:]))
   real_noise = stats.stats_frechet_distance(s(real[:32]), s(noise[32:]))
   assert real_real < real_noise
+
+
+def test_eval_preflight_knows_what_each_task_reads(tmp_path):
+  """Which inputs each task needs, found missing without loading anything:
+  FID against reference statistics reads no real data; the sprites oracle
+  needs neither weights nor data; polling waits for the generator only."""
+  none = str(tmp_path / 'none')
+
+  def problems(name, **fields):
+    c = _eval_config(name, str(tmp_path / 'denoiser'), none,
+                     'moving_sprites/5x32x32', **fields)
+    return preflight.missing_inputs(c, str(tmp_path / 'eval'))
+
+  stats_path = str(tmp_path / 'VIRTUAL_imagenet256_labeled.npz')
+  found = problems('imagenet', reference=dict(stats=stats_path, split='train',
+                                              num_examples=0))
+  assert [p.split(':')[0] for p in found] == [
+      'features.weights', 'reference.stats', 'generator_workdir']
+  assert 'inception weights not found' in found[0]
+  assert '--network=inception' in found[0]
+  assert f'reference statistics not found at {stats_path}' in found[1]
+  assert 'ref_batches/imagenet/256/VIRTUAL_imagenet256_labeled.npz' in found[1]
+  assert [p.split(':')[0] for p in problems('sprites')] == ['generator_workdir']
+  found = problems('sprites', cond_frames=1, eval_frames=5, poll_seconds=60)
+  assert [p.split(' ')[0] for p in found] == ['reference.split'], found
+  assert '--dataset=moving_sprites/5x32x32' in found[0]
+  assert problems('sprites', poll_seconds=60) == []
+
+
+def test_oracle_scores_real_clips_and_wrong_labels(sprites_data_dir):
+  """The sprites oracle's scores: near 1 on real clips with their labels;
+  labels moved to the next class (the next colour, the same shape except
+  after the last colour) score 0 on class and colour, 3/4 on shape; random
+  labels score near chance."""
+  from walt.evaluation import oracle
+  c = _eval_config('sprites', 'unused', sprites_data_dir,
+                   'moving_sprites/5x32x32', batch_size=16)
+  videos, labels = _real_clips(c, 5, 48)
+  assert len(labels) == 48 and len(set(labels)) == 12
+  right = oracle.score_samples(c.data.name, videos, labels)
+  assert right['class_accuracy'] >= 0.95, right
+  assert min(right['color_accuracy'], right['shape_accuracy']) >= 0.95
+  shifted = (labels + 1) % 12
+  wrong = oracle.score_samples(c.data.name, videos, shifted)
+  assert wrong['class_accuracy'] <= 0.05 and wrong['color_accuracy'] <= 0.05
+  expected_shape = np.mean(labels % 4 != 3)  # the shape changes after yellow
+  assert abs(wrong['shape_accuracy'] - expected_shape) <= 0.05
+  shuffled = np.random.default_rng(0).permutation(labels)
+  chance = oracle.score_samples(c.data.name, videos, shuffled)
+  assert chance['class_accuracy'] <= 0.25, chance  # about 1/12
+  assert oracle.score_samples('ucf101', videos, labels) == {}

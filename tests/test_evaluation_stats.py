@@ -20,6 +20,20 @@ def _scipy_fd(mu1, s1, mu2, s2):
   return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
 
 
+def _fd_of_features(a, b):
+  """FD of two feature sets `[n, d]`, computed another way (exact when
+  n < d, where sqrtm struggles): for centred A, B, S1 S2 has the nonzero
+  eigenvalues of M M^T / c, M = A B^T, c = (n1 - 1)(n2 - 1), so
+  tr sqrt(S1 S2) is the sum of M's singular values over sqrt(c)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  ca, cb = a - a.mean(0), b - b.mean(0)
+  na, nb = len(a) - 1, len(b) - 1
+  tr_sqrt = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / np.sqrt(na * nb)
+  diff = a.mean(0) - b.mean(0)
+  return float(diff @ diff + np.sum(ca ** 2) / na + np.sum(cb ** 2) / nb
+               - 2 * tr_sqrt)
+
+
 def test_frechet_distance_closed_forms():
   rng = np.random.default_rng(0)
   d = 6
@@ -55,6 +69,18 @@ def test_frechet_distance_matches_scipy_sqrtm():
                              _scipy_fd(mu, s1, mu, s2), rtol=1e-6)
 
 
+def test_frechet_distance_of_few_samples_in_many_dimensions():
+  """Fewer samples than dimensions (the sprites eval: 16 clips, 128-d
+  features): rank-deficient covariances, against the SVD form."""
+  rng = np.random.default_rng(7)
+  for n1, n2, d in ((16, 16, 128), (10, 24, 64), (40, 40, 32)):
+    a = np.maximum(rng.normal(size=(n1, d)) + 0.3, 0)  # ReLU-like features
+    b = np.maximum(rng.normal(size=(n2, d)), 0)
+    got = stats.stats_frechet_distance(stats.FeatureStats(d).add(a),
+                                       stats.FeatureStats(d).add(b))
+    assert got == pytest.approx(_fd_of_features(a, b), rel=1e-6)
+
+
 def test_frechet_distance_of_identical_stats_is_zero():
   rng = np.random.default_rng(2)
   x = rng.normal(size=(500, 20)) @ rng.normal(size=(20, 20))
@@ -62,6 +88,41 @@ def test_frechet_distance_of_identical_stats_is_zero():
   assert stats.stats_frechet_distance(s, s) == pytest.approx(0.0, abs=1e-8)
   with pytest.raises(ValueError, match='mismatched'):
     stats.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_frechet_distance_grows_with_shift_and_noise():
+  """Features against themselves moved by a shift s (same covariance): FD
+  is exactly s^2; against themselves plus noise: FD grows with its size."""
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(400, 8)) @ rng.normal(size=(8, 8))
+  u = rng.normal(size=8)
+  u /= np.linalg.norm(u)
+  s = lambda y: stats.FeatureStats(8).add(y)
+  base = s(x)
+  for shift in (0.5, 1.0, 2.0):
+    assert stats.stats_frechet_distance(base, s(x + shift * u)) == (
+        pytest.approx(shift ** 2, rel=1e-9))
+  noise = rng.normal(size=x.shape)
+  fds = [stats.stats_frechet_distance(base, s(x + sigma * noise))
+         for sigma in (0.0, 0.1, 0.3, 1.0)]
+  assert fds[0] == pytest.approx(0.0, abs=1e-9)
+  assert 0 < fds[1] < fds[2] < fds[3], fds
+
+
+def test_sampled_gaussians_approach_the_closed_form():
+  """FD of the streamed statistics of samples from two known Gaussians
+  tends to the Gaussians' FD (computed with scipy)."""
+  rng = np.random.default_rng(6)
+  d = 4
+  mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+  s1, s2 = _random_cov(rng, d), _random_cov(rng, d)
+  exact = _scipy_fd(mu1, s1, mu2, s2)
+  a = stats.FeatureStats(d)
+  b = stats.FeatureStats(d)
+  for _ in range(10):
+    a.add(rng.multivariate_normal(mu1, s1, 20_000))
+    b.add(rng.multivariate_normal(mu2, s2, 20_000))
+  assert stats.stats_frechet_distance(a, b) == pytest.approx(exact, rel=0.02)
 
 
 def test_streaming_stats_equal_batch_stats():

@@ -295,6 +295,7 @@ def test_inception_converter_round_trips_torch_reference(tmp_path):
 # ------------------------------------------------------------ shapes and files
 
 
+@pytest.mark.slow
 def test_i3d_shapes_and_values():
   shapes = i3d.param_shapes()
   n = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
@@ -333,5 +334,7 @@ def test_missing_weights_say_where_to_get_them(tmp_path):
     weights.load('', 'inception', inception.param_shapes())
   bad = str(tmp_path / 'bad.npz')
   weights.save(bad, {'Conv3d_1a_7x7': {'w': np.zeros((1, 2, 3))}})
-  with pytest.raises(ValueError, match='does not match'):
+  with pytest.raises(ValueError, match=(
+      r'does not match the network: Conv3d_1a_7x7/w: expected shape '
+      r'\(7, 7, 7, 3, 64\), found \(1, 2, 3\); missing ')):
     weights.load(bad, 'i3d', i3d.param_shapes())

@@ -51,7 +51,9 @@ TINY_PATCH = tok.TokenizerConfig(
     spatial_downsample=(True, False))
 
 
-@pytest.fixture(scope='module', params=['magvit', 'patch'])
+# The paper's MAGVIT-v2 layout compiles slowly: CI runs it with `-m slow`.
+@pytest.fixture(scope='module', params=[
+    pytest.param('magvit', marks=pytest.mark.slow), 'patch'])
 def tiny(request):
   model = tok.Tokenizer(TINY if request.param == 'magvit' else TINY_PATCH)
   video = jax.random.uniform(jax.random.key(1), (2, 9, 16, 16, 3),
@@ -115,6 +117,7 @@ def test_chunked_encode_and_decode_equal_whole(tiny):
       np.asarray(decode(params, z)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inflated_video_tokenizer_reproduces_the_image_tokenizer():
   image_cfg = tok.TokenizerConfig(**{**TINY.__dict__, 'temporal_kernel': 1})
   image_model, video_model = tok.Tokenizer(image_cfg), tok.Tokenizer(TINY)

@@ -3,6 +3,11 @@ learning, eval files, latent stats, checkpoint round trip, exact resume."""
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -18,6 +23,8 @@ from walt.models import tokenizer as tok
 from walt.parallel import mesh as mesh_lib
 from walt.train import loop
 from walt.train import tokenizer_trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(data_dir, total_steps, gan_start=20):
@@ -95,6 +102,7 @@ def _assert_trees_equal(a, b):
       np.asarray(x), np.asarray(y)), a, b)
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(sprites_data_dir, uninterrupted,
                                                tmp_path):
   workdir = str(tmp_path)
@@ -122,18 +130,99 @@ def test_checkpoint_restore_gives_the_final_state(sprites_data_dir,
   _assert_trees_equal(restored, final)
 
 
-def test_nan_guard_skips_non_finite_updates():
-  opt = _load_config('configs/tokenizer/sprites.py', 'quick').optimizer
-  tx = loop.make_optimizer(opt, 10)
-  params = {'w': np.ones(3, np.float32)}
-  state = tx.init(params)
-  nan = {'w': np.array([np.nan, 1, 1], np.float32)}
-  updates, state = tx.update(nan, state, params)
-  assert np.all(np.asarray(updates['w']) == 0)  # skipped, not applied
-  assert int(state.notfinite_count) == 1
-  updates, state = tx.update({'w': np.ones(3, np.float32)}, state, params)
-  assert int(state.notfinite_count) == 0 and np.all(np.isfinite(
-      np.asarray(updates['w'])))
+def test_preempted_job_saves_exits_0_and_resumes_exactly(
+    sprites_data_dir, uninterrupted, tmp_path):
+  """SIGTERM at whatever step the job is on: it saves that step and exits
+  0; the same command then finishes the run as if nothing happened."""
+  workdir = str(tmp_path)
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             WALT_TEST_XLA_CACHE=jax.config.jax_compilation_cache_dir or '')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'tests.preemption_worker', sprites_data_dir,
+       workdir, '30'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  target = int(np.random.default_rng().integers(2, 14))
+  deadline = time.time() + 600
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and any(
+        r.get('step', 0) >= target for r in _metrics(workdir)):
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, proc.communicate()[0][-3000:]
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out[-3000:]
+  config = _config(sprites_data_dir, 30)
+  saved = int(_restore(config, workdir).step)
+  assert target <= saved < 30, (target, saved)
+  assert f'preempted: saved step {saved}' in out
+  tokenizer_trainer.run(config, workdir)  # the same job, continued
+  resumed, straight = _restore(config, workdir), uninterrupted[1]
+  assert int(resumed.step) == 30
+  _assert_trees_equal(resumed.params, straight.params)
+  _assert_trees_equal(resumed.ema_params, straight.ema_params)
+  _assert_trees_equal(resumed.extra, straight.extra)
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_resumes_exactly(
+    sprites_data_dir, uninterrupted, tmp_path):
+  """The step-30 checkpoint truncated: the job reports it, moves it aside,
+  resumes from step 15 and reaches the uninterrupted state again."""
+  source, straight = uninterrupted
+  workdir = str(tmp_path / 'w')
+  shutil.copytree(os.path.join(source, 'checkpoints'),
+                  os.path.join(workdir, 'checkpoints'))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [
+      '15', '30']
+  state_dir = os.path.join(workdir, 'checkpoints', '30', 'state')
+  for d, _, files in os.walk(state_dir):
+    for name in files:
+      path = os.path.join(d, name)
+      with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+  config = _config(sprites_data_dir, 30)
+  resumed = tokenizer_trainer.run(config, workdir)
+  assert os.listdir(os.path.join(workdir, 'corrupt_checkpoints')) == ['30']
+  _assert_trees_equal(resumed.params, straight.params)
+  _assert_trees_equal(resumed.ema_params, straight.ema_params)
+  assert [r['step'] for r in _metrics(workdir) if 'loss' in r][0] == 16
+
+
+class _PoisonedTask(tokenizer_trainer.TokenizerTask):
+  """Feeds NaN pixels from step `poison_from` on (a bad batch / overflow)."""
+  poison_from = 6
+
+  def prepare_batch(self, batch):
+    self.calls = getattr(self, 'calls', 0) + 1
+    if self.calls >= self.poison_from:
+      batch = dict(batch, video=batch['video'] * np.nan)
+    return batch
+
+
+def test_non_finite_steps_stop_the_job_and_never_reach_a_checkpoint(
+    sprites_data_dir, tmp_path):
+  # The `tokenizer_dir` fixture's job: its step is compiled already.
+  config = _config(sprites_data_dir, 10, gan_start=10_000)
+  with config.unlocked():
+    config.checkpoint_every, config.max_bad_steps = 4, 3
+    config.eval_every = config.summary_every = 0
+  mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+  rules = mesh_lib.rules_from_config({})
+  task = _PoisonedTask(config, str(tmp_path), mesh, rules)
+  # Steps 6, 7 and 8 are skipped; the third stops the job before step 8's
+  # checkpoint, naming the step and what was not finite.
+  with pytest.raises(FloatingPointError,
+                     match=r'non-finite loss.* at step 8: 3 consecutive'):
+    loop.train(task, config, str(tmp_path))
+  assert sorted(os.listdir(os.path.join(str(tmp_path), 'checkpoints'))) == [
+      '4']
+  state = _restore(config, str(tmp_path))
+  assert all(np.all(np.isfinite(np.asarray(x)))
+             for x in jax.tree.leaves((state.params, state.ema_params,
+                                       state.opt_state)))
+  rows = {r['step']: r for r in _metrics(str(tmp_path)) if 'loss' in r}
+  assert rows[5]['nonfinite'] == 0 and rows[5]['skipped_steps'] == 0
 
 
 def test_eval_and_latent_stats_modes_use_the_latest_checkpoint(

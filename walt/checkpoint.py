@@ -1,7 +1,7 @@
 """One Orbax `CheckpointManager` saving train state, data-iterator state and
 config together (async, keep-N), and the resume order every job follows:
 
-    WORKDIR/checkpoints (latest step)  ->  config.resume  ->  config.init_from
+    WORKDIR/checkpoints (latest step that restores)  ->  config.resume  ->  config.init_from
     ->  scratch
 
 `resume` continues another run (state, data position and step); `init_from`
@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -53,14 +54,71 @@ class Checkpointer:
 
   def restore(self, step: int | None, target) -> tuple[Any, dict, dict]:
     """(state placed like `target`, data state, config dict) of `step`
-    (default: latest)."""
-    step = self.latest_step() if step is None else step
+    (default: the latest readable one, see `restore_latest_good`)."""
     if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+      return self.restore_latest_good(target)[:3]
     out = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target),
         data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
     return out['state'], dict(out['data'] or {}), dict(out['config'] or {})
+
+  def restore_latest_good(self, target, quarantine: bool = False
+                          ) -> tuple[Any, dict, dict, int]:
+    """The newest step that restores, newest first.
+
+    A step that fails (truncated or half-written files) is reported and the
+    previous one tried. Only once an older step has restored with the same
+    `target` are the newer failures known to be broken files rather than a
+    target that does not fit (a changed config): then, with `quarantine`,
+    they are moved (never deleted) to `corrupt_checkpoints/STEP` beside this
+    directory, so new saves neither collide with nor prune them.
+
+    Returns:
+      (state, data state, config dict, step).
+
+    Raises:
+      FileNotFoundError: no checkpoint; RuntimeError: none restores (nothing
+        is moved then), listing each step's error.
+    """
+    steps = sorted(self.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    failed = []
+    for step in steps:
+      try:
+        state, data, config = self.restore(step, target)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.error('checkpoint %s/%d does not restore (%s: %s); trying '
+                      'the previous one', self.directory, step,
+                      type(e).__name__, e)
+        failed.append((step, e))
+        continue
+      if failed and quarantine:
+        self._quarantine([s for s, _ in failed])
+      if failed:
+        logging.warning('restored step %d instead of %s', step,
+                        [s for s, _ in failed])
+      return state, data, config, step
+    raise RuntimeError(
+        f'no checkpoint in {self.directory} restores; nothing was moved. '
+        'Errors, newest first:\n' + '\n'.join(
+            f'  step {s}: {type(e).__name__}: {e}' for s, e in failed))
+
+  def _quarantine(self, steps: list[int]) -> None:
+    if jax.process_index() == 0:
+      aside = epath.Path(self.directory).parent / 'corrupt_checkpoints'
+      aside.mkdir(parents=True, exist_ok=True)
+      for step in steps:
+        target = aside / str(step)
+        if target.exists():
+          target = aside / f'{step}.{len(list(aside.iterdir()))}'
+        (epath.Path(self.directory) / str(step)).rename(target)
+        logging.error('moved unreadable checkpoint step %d to %s', step,
+                      target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices('walt_checkpoint_quarantine')
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -151,8 +209,8 @@ def resume_or_init(ckpt: Checkpointer, config, init, target):
     (state, data iterator state or None, where it came from).
   """
   if ckpt.latest_step() is not None:
-    state, data, _ = ckpt.restore(None, target)
-    return state, data, f'workdir step {int(jax.device_get(state.step))}'
+    state, data, _, step = ckpt.restore_latest_good(target, quarantine=True)
+    return state, data, f'workdir step {step}'
   resume = config.get('resume')
   if resume:
     state, data, _ = restore_from(resume, target)

@@ -96,9 +96,9 @@ def trainer_config(job: str) -> ConfigDict:
   c.resume = ''  # continue another run (state, data position, step)
   c.init_from = ''  # take params (and EMA) from a checkpoint, start at 0
   c.stop_at_step = 0  # > 0: stop (and checkpoint) there; rerun to resume
-  # Stop when this many consecutive logged steps have a non-finite loss
-  # (the optimizer skips non-finite updates meanwhile).
-  c.max_nonfinite_logs = 3
+  # Stop after this many consecutive steps with a non-finite loss, gradient
+  # or update; each such step is skipped inside the step function.
+  c.max_bad_steps = 20
   c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
   return c
 
@@ -119,9 +119,11 @@ def validate(config: ConfigDict, num_devices: int | None = None,
   """Checks a config before anything is built; returns the resolved mesh.
 
   Checks: required fields, frames of the form 1+4k, resolution divisible by 8,
-  mesh axes resolvable on the devices, global batch divisible by processes and
-  by the batch sharding; then each `extra(config, mesh_shape)` (a model's own
-  checks, e.g. windows dividing the latent grid).
+  trainer fields (`check_trainer_fields`), mesh axes resolvable on the
+  devices, global batch divisible by processes and by the batch sharding;
+  then each `extra(config, mesh_shape)` (a model's own checks, e.g. windows
+  dividing the latent grid). Unknown fields never get here: configs are
+  locked, so `--config.<typo>=...` fails while flags are parsed.
 
   Raises:
     ValueError: naming the field to change.
@@ -146,24 +148,67 @@ def validate(config: ConfigDict, num_devices: int | None = None,
       raise ValueError(f'data.resolution={config.data.resolution}: both '
                        'sides must be divisible by 8 (the tokenizer '
                        'downsamples 8x)')
+  check_trainer_fields(config)
   shape = dict(zip(mesh_lib.MESH_AXES, mesh_lib.resolve_mesh_shape(
       config.mesh.to_dict(), num_devices)))
-  rules = mesh_lib.rules_from_config(config.get('logical_rules', {}))
-  batch_axes = dict(rules).get('act_batch') or ()
-  batch_axes = (batch_axes,) if isinstance(batch_axes, str) else batch_axes
-  parallel = 1
-  for axis in batch_axes:
-    parallel *= shape[axis]
-  if config.batch_size % parallel:
-    raise ValueError(
-        f'batch_size={config.batch_size} is not divisible by the batch '
-        f'sharding {parallel} (mesh {shape}, batch axes {batch_axes})')
+  check_batch_size(config, shape, 'batch_size')
   if config.batch_size % num_processes:
     raise ValueError(f'batch_size={config.batch_size} is not divisible by '
                      f'{num_processes} processes')
   for fn in extra:
     fn(config, shape)
   return shape
+
+
+def check_trainer_fields(config: ConfigDict) -> None:
+  """Cadences, EMA, checkpoints kept, image fraction and crop."""
+  for field in ('eval_every', 'summary_every', 'stop_at_step'):
+    if field in config and config[field] < 0:
+      raise ValueError(f'{field}={config[field]} must be >= 0 (0: off)')
+  if 'keep_checkpoints' in config and config.keep_checkpoints < 1:
+    raise ValueError(f'keep_checkpoints={config.keep_checkpoints} must be '
+                     'at least 1')
+  if 'ema_decay' in config and not 0.0 <= config.ema_decay < 1.0:
+    raise ValueError(f'ema_decay={config.ema_decay} not in [0, 1) (0: no '
+                     'EMA)')
+  fraction = config.data.get('image_fraction', 0.0)
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f'data.image_fraction={fraction} not in [0, 1]')
+  if config.data.get('crop') is not None:
+    crop = _resolution(config.data.crop)
+    height, width = _resolution(config.data.resolution)
+    if crop[0] > height or crop[1] > width:
+      raise ValueError(f'data.crop={config.data.crop} exceeds '
+                       f'data.resolution={config.data.resolution} (clips '
+                       'are resized to the resolution, then cropped)')
+
+
+def batch_parallelism(config: ConfigDict, mesh_shape: dict[str, int]
+                      ) -> tuple[int, tuple[str, ...]]:
+  """(ways the batch is split, mesh axes splitting it) under the config's
+  logical rules."""
+  rules = mesh_lib.rules_from_config(config.get('logical_rules', {}))
+  axes = dict(rules).get('act_batch') or ()
+  axes = (axes,) if isinstance(axes, str) else tuple(axes)
+  parallel = 1
+  for axis in axes:
+    parallel *= mesh_shape[axis]
+  return parallel, axes
+
+
+def check_batch_size(config: ConfigDict, mesh_shape: dict[str, int],
+                     field: str) -> None:
+  """`field` (a dotted path to a global batch size the job shards over the
+  mesh without padding) must divide by the batch sharding."""
+  value = config
+  for key in field.split('.'):
+    value = value[key]
+  parallel, axes = batch_parallelism(config, mesh_shape)
+  if value % parallel:
+    raise ValueError(
+        f'{field}={value} is not divisible by the batch sharding {parallel} '
+        f'(mesh {mesh_shape}, batch axes {axes}): use a multiple of '
+        f'{parallel} or change --config.mesh')
 
 
 def _resolution(res) -> tuple[int, int]:

@@ -33,8 +33,7 @@ def tokenizer():
       'gan_weight': 0.1, 'gan_start': 50_000, 'r1_weight': 10.0,
       'lecam_weight': 0.001, 'lecam_decay': 0.999, 'kl_weight': 1e-6})
   opt = {'lr': 1e-4, 'b1': 0.0, 'b2': 0.99, 'weight_decay': 0.0,
-         'warmup_steps': 5_000, 'grad_clip': 0.0, 'min_lr_ratio': 0.0,
-         'max_nonfinite': 20}
+         'warmup_steps': 5_000, 'grad_clip': 0.0, 'min_lr_ratio': 0.0}
   c.optimizer = ml_collections.ConfigDict(opt)
   c.disc_optimizer = ml_collections.ConfigDict(opt)
   c.eval = ml_collections.ConfigDict({
@@ -83,8 +82,7 @@ def denoiser():
       'loss_weighting': 'none', 'min_snr_gamma': 5.0})
   c.optimizer = ml_collections.ConfigDict({
       'lr': 5e-4, 'b1': 0.9, 'b2': 0.99, 'weight_decay': 0.01,
-      'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0,
-      'max_nonfinite': 20})
+      'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0})
   c.eval = ml_collections.ConfigDict({
       'sampler': 'ddim', 'steps': 50, 'eta': 0.0, 'guidance': 1.0,
       'samples_per_class': 8,

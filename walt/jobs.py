@@ -2,7 +2,9 @@
 
 Each module has `run(config, workdir, mode='train')`, optionally `VALIDATORS`
 (extra config checks) and `describe(config)` (model summary without
-allocation).
+allocation). The files each job reads are checked by `walt.preflight`
+(`walt.main` runs both checks before `run`); a new job lists its inputs and
+modes there.
 """
 
 import importlib

@@ -39,6 +39,7 @@ from walt.data import latent_cache
 from walt.evaluation import results as results_lib
 from walt import inference
 from walt import jobs
+from walt import preflight
 from walt.train import metrics as metrics_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything goes.')
@@ -58,6 +59,7 @@ def load_config(relative: str, arg: str | None = None):
 def _run_job(config, workdir: str, mode: str = 'train'):
   job = jobs.load(config.job)
   config_lib.validate(config, extra=getattr(job, 'VALIDATORS', ()))
+  preflight.check(config, workdir, mode)
   return job.run(config, workdir, mode)
 
 

@@ -48,13 +48,14 @@ def run(config, workdir: str, mode: str = 'train') -> None:
     if step % config.log_every == 0 or step == config.total_steps:
       jax.block_until_ready(batch)
       rate = examples / (time.time() - start)
-      logging.info('batch %d/%d: %.1f examples/s', step, config.total_steps,
-                   rate)
+      logging.info('batch %d/%d: %.1f examples/s, %d records skipped', step,
+                   config.total_steps, rate, it.skipped_records)
   elapsed = time.time() - start
   summary = {
       'batches': config.total_steps,
       'global_batch_size': config.batch_size,
       'examples_per_sec': examples / elapsed,
+      'skipped_records': it.skipped_records,
       'mesh': dict(mesh.shape),
       'data': config.data.to_dict(),
       'iterator_state': it.get_state(),
@@ -63,4 +64,5 @@ def run(config, workdir: str, mode: str = 'train') -> None:
     with open(os.path.join(workdir, 'data_job.json'), 'w') as f:
       json.dump(summary, f, indent=2, default=str)
   print(json.dumps({k: summary[k] for k in
-                    ('batches', 'global_batch_size', 'examples_per_sec')}))
+                    ('batches', 'global_batch_size', 'examples_per_sec',
+                     'skipped_records')}))

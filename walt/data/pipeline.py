@@ -3,9 +3,11 @@
 Order of operations (each step deterministic, so a run is reproducible and its
 iterator state is just a position):
 
-    source -> record ids -> per-process slice [process_index::process_count]
+    record ids -> per-process slice [process_index::process_count]
       -> seeded shuffle (reshuffled every epoch) -> repeat
-      -> decode / crop / normalise to [-1, 1] (per-example seeded rng)
+      -> read + validate + decode / crop / normalise to [-1, 1] (per-position
+         seeded rng; an unreadable or malformed record's slot is filled by the
+         next readable record of the stream, see "Bad records")
       -> [mixed with stacks of 1+t independent images]
       -> batch (global batch / process count)
       -> global jax.Array, batch axis sharded on the mesh's data axes.
@@ -17,14 +19,34 @@ batch size):
                             image has its own)
   is_image  bool    [b]     the sample is a stack of independent images
   record    int32   [b, t]  position in the data source of each frame's record
+  skipped   int32   [b]     (only with `make_dataset(skip_counts=True)`) bad
+                            records of this process whose slot the sample
+                            fills (0 or 1 for a video, up to t for a stack)
+
+Bad records: a record whose read or decode raises (corrupt or truncated
+array_record chunk, too few frames, wrong rank / channels / dtype / latent
+shape) is skipped: its slot in the stream takes the next readable record in
+stream order (read with the slot's own rng), so a batch holds only good
+records. Slot contents depend only on the seed and the records' bytes, every
+position keeps its place (random access, `len` and the iterator state, a
+position, are unchanged; other processes are unaffected), so a resumed run
+still equals an uninterrupted one. The price: the record after a bad one is
+seen twice in that epoch. The first few failures are logged with the record
+and the reason; `GlobalBatchIterator.skipped_records` counts them. When more
+than `max_skip_fraction` of the reads (out of at least `skip_check_after`)
+fail, or a whole epoch of this process's slice is unreadable, a ValueError
+names the data set, split, counts and an example reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import threading
 from typing import Any, Iterator, Mapping
 
+from absl import logging
 import grain
 import jax
 import ml_collections
@@ -58,6 +80,11 @@ class DataSpec:
   # False: arrays are already model inputs (e.g. cached latents `[t, h, w,
   # c]`): only the temporal crop applies, no resizing or [-1, 1] scaling.
   pixels: bool = True
+  # Unreadable / malformed records are skipped (module doc) until more than
+  # this fraction of the reads, counted over at least `skip_check_after`
+  # reads, failed: then the data set is broken, not noisy, and we stop.
+  max_skip_fraction: float = 0.5
+  skip_check_after: int = 100
 
   @classmethod
   def from_config(cls, data: ml_collections.ConfigDict, **overrides
@@ -92,13 +119,6 @@ def data_source(spec: DataSpec):
   return builder.as_data_source(split=spec.split)
 
 
-def _with_record_ids(source) -> grain.MapDataset:
-  n = len(source)
-  # Indices seen here keep counting across epochs (repeat passes them on).
-  return grain.MapDataset.source(source).map_with_index(
-      lambda i, ex: {**ex, '_record': i % n})
-
-
 def process_slice(ds: grain.MapDataset, process_index: int,
                   process_count: int) -> grain.MapDataset:
   """Every `process_count`-th element starting at `process_index`."""
@@ -115,7 +135,106 @@ def _epochs(ds: grain.MapDataset, spec: DataSpec, seed: int
   return ds.repeat(spec.num_epochs)
 
 
-def _decode(spec: DataSpec, key: str, frames: int):
+def _where(spec: DataSpec) -> str:
+  where = f' in {spec.data_dir}' if spec.data_dir else ''
+  return f'data set {spec.name}{where}, split {spec.split!r}'
+
+
+class _BadRecords:
+  """Tally of failed reads of one data set, shared by its streams and by
+  Grain's decoding threads (hence the lock); logs the first few failures and
+  raises once the data set looks broken rather than noisy (module doc)."""
+
+  MAX_LOGGED = 5
+
+  def __init__(self, spec: DataSpec):
+    self._spec = spec
+    self._lock = threading.Lock()
+    self.reads = 0
+    self.bad = 0
+    self.example = ''  # the first failure: 'record i: Error: message'
+    self._logged: set[int] = set()
+
+  def read(self, record: int, error: Exception | None) -> None:
+    """Counts one read of `record` (failed if `error`); raises ValueError
+    when more than `max_skip_fraction` of max(reads, skip_check_after)
+    failed, so a handful of early failures do not stop a run."""
+    spec = self._spec
+    with self._lock:
+      self.reads += 1
+      if error is None:
+        return
+      self.bad += 1
+      reason = f'{type(error).__name__}: {error}'[:300]
+      self.example = self.example or f'record {record}: {reason}'
+      # A record is re-read by the slot before it when both are bad: log
+      # each record once, and only the first few.
+      log = (len(self._logged) < self.MAX_LOGGED
+             and record not in self._logged)
+      if log:
+        self._logged.add(record)
+      last = len(self._logged) == self.MAX_LOGGED
+      bad, reads = self.bad, self.reads
+    if log:
+      logging.warning('%s: skipping record %d (%s)%s', _where(spec), record,
+                      reason, '; further bad records are counted, not logged'
+                      if last else '')
+    if bad > spec.max_skip_fraction * max(reads, spec.skip_check_after):
+      raise ValueError(
+          f'{_where(spec)}: {bad}/{reads} records read were unreadable or '
+          f'malformed (more than max_skip_fraction={spec.max_skip_fraction} '
+          f'of max(reads, skip_check_after={spec.skip_check_after})); e.g. '
+          f'{self.example}. Check or rebuild the data set.')
+
+  def all_bad(self, count: int) -> ValueError:
+    return ValueError(
+        f'{_where(self._spec)}: {count} consecutive records of this '
+        f"process's slice (a whole epoch) are unreadable or malformed "
+        f'({self.bad}/{self.reads} reads failed); e.g. {self.example}. '
+        'Check or rebuild the data set.')
+
+
+def _readable_stream(order: grain.MapDataset, source, sample_fn,
+                     bad: _BadRecords, epoch_length: int, seed: int
+                     ) -> grain.MapDataset:
+  """Position j of the stream -> `sample_fn(source[record], record, rng)`
+  for record `order[j]` or, if its read or decode raises, for the next
+  readable record after j in stream order (wrapping around at the end of a
+  finite stream); an extra `_skipped` field is 1 when the slot's own record
+  was bad. At most `epoch_length` (this process's slice) records are tried.
+
+  `order` holds record ids (shuffled, repeated); `rng` is position j's,
+  rewound for each attempt, so a slot's content depends only on the seed and
+  on which records are bad.
+  """
+  length = len(order)
+
+  def fill(position: int, rng: np.random.Generator) -> dict[str, Any]:
+    start = rng.bit_generator.state
+    for offset in range(epoch_length):
+      record = int(order[(position + offset) % length])
+      rng.bit_generator.state = start
+      try:
+        sample = sample_fn(source[record], record, rng)
+      except Exception as e:  # pylint: disable=broad-except
+        # Whatever a corrupt record raises (Riegeli hash mismatch, protobuf
+        # or msgpack errors, shape checks): counted, logged, and fatal only
+        # when too frequent (`bad.read`).
+        bad.read(record, e)
+        continue
+      bad.read(record, None)
+      sample['_skipped'] = np.int32(offset > 0)
+      return sample
+    raise bad.all_bad(epoch_length)
+
+  return grain.MapDataset.range(length).random_map(fill, seed=seed)
+
+
+def _decode(spec: DataSpec, key: str, frames: int,
+            trailing_shape: tuple[int, ...] | None = None):
+  """example[key] (`[t, H, W, 3]` uint8 clip or `[H, W, 3]` image; latents:
+  `[t, h, w, c]` / `[h, w, c]` float) -> `[frames, h, w, c]` float32.
+  Malformed arrays raise ValueError (the record is then skipped)."""
   height, width = spec.resolution
 
   def decode(example, rng: np.random.Generator):
@@ -123,6 +242,15 @@ def _decode(spec: DataSpec, key: str, frames: int):
     video = np.asarray(example[key])
     if video.ndim == 3:  # an image
       video = video[None]
+    if video.ndim != 4:
+      raise ValueError(f'{key} has shape {video.shape}; [t, h, w, c] or '
+                       '[h, w, c] expected')
+    if spec.pixels and (video.shape[-1] != 3 or video.dtype != np.uint8):
+      raise ValueError(f'{key} is {video.dtype} {video.shape}; uint8 RGB '
+                       '(3 channels) expected')
+    if trailing_shape is not None and video.shape[1:] != trailing_shape:
+      raise ValueError(f'{key} has shape {video.shape}; [t, '
+                       f'{", ".join(map(str, trailing_shape))}] expected')
     video = video_ops.temporal_crop(video, frames, rng)
     if not spec.pixels:
       return video.astype(np.float32)
@@ -134,40 +262,50 @@ def _decode(spec: DataSpec, key: str, frames: int):
   return decode
 
 
-def _video_sample(spec: DataSpec):
-  decode = _decode(spec, spec.video_key, spec.frames)
+def _video_sample(spec: DataSpec, trailing_shape=None):
+  decode = _decode(spec, spec.video_key, spec.frames, trailing_shape)
 
-  def fn(example, rng):
+  def fn(example, record: int, rng):
     return {
         'video': decode(example, rng),
         'label': np.full((spec.frames,), example[spec.label_key], np.int32),
         'is_image': np.bool_(False),
-        'record': np.full((spec.frames,), example['_record'], np.int32),
+        'record': np.full((spec.frames,), record, np.int32),
     }
   return fn
 
 
-def _image_frame(spec: DataSpec):
-  decode = _decode(spec, spec.image_key, 1)
+def _image_frame(spec: DataSpec, trailing_shape=None):
+  decode = _decode(spec, spec.image_key, 1, trailing_shape)
 
-  def fn(example, rng):
+  def fn(example, record: int, rng):
     return {'image': decode(example, rng)[0],
             'label': np.int32(example[spec.image_label_key]),
-            'record': np.int32(example['_record'])}
+            'record': np.int32(record)}
   return fn
 
 
 def _pack_images(stack: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """`frames` batched images -> one sample shaped like a video."""
   return {'video': stack['image'], 'label': stack['label'],
-          'is_image': np.bool_(True), 'record': stack['record']}
+          'is_image': np.bool_(True), 'record': stack['record'],
+          '_skipped': np.int32(stack['_skipped'].sum())}
+
+
+def _skip_counts(batch: dict[str, np.ndarray], keep: bool
+                 ) -> dict[str, np.ndarray]:
+  skipped = batch.pop('_skipped')
+  if keep:
+    batch['skipped'] = skipped
+  return batch
 
 
 def make_dataset(spec: DataSpec, *, global_batch_size: int, seed: int,
                  process_index: int | None = None,
                  process_count: int | None = None,
-                 source=None) -> grain.MapDataset:
-  """The per-process dataset of host batches (numpy dicts, see module doc)."""
+                 source=None, skip_counts: bool = False) -> grain.MapDataset:
+  """The per-process dataset of host batches (numpy dicts, see module doc;
+  `skip_counts` adds the `skipped` field)."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
@@ -176,23 +314,41 @@ def make_dataset(spec: DataSpec, *, global_batch_size: int, seed: int,
   if not 0.0 <= spec.image_fraction <= 1.0:
     raise ValueError(f'image_fraction {spec.image_fraction} not in [0, 1]')
   source = data_source(spec) if source is None else source
-  records = process_slice(_with_record_ids(source), process_index,
-                          process_count)
+  local_batch = global_batch_size // process_count
+  # Record ids only: reading happens per slot, where failures are caught.
+  ids = process_slice(grain.MapDataset.range(len(source)), process_index,
+                      process_count)
+  needed = max(local_batch, spec.frames if spec.image_fraction > 0 else 1)
+  if len(ids) < needed:
+    raise ValueError(
+        f'{_where(spec)} has {len(source)} records, {len(ids)} for process '
+        f'{process_index} of '
+        f'{process_count}: fewer than one batch of {local_batch} per process'
+        + (f' (or one stack of {spec.frames} images)'
+           if spec.image_fraction > 0 else ''))
+  # Cached latents know their shape: a record of another shape is malformed.
+  latent_shape = (getattr(source, 'metadata', None) or {}).get(
+      'latent_shape') if not spec.pixels else None
+  trailing = tuple(latent_shape[1:]) if latent_shape else None
+  bad = _BadRecords(spec)
   # Distinct seeds per stream and purpose, all derived from the job seed.
   seeds = np.random.SeedSequence(seed).generate_state(4)
   parts, weights = [], []
   if spec.image_fraction < 1.0:
-    videos = _epochs(records, spec, int(seeds[0]))
-    parts.append(videos.random_map(_video_sample(spec), seed=int(seeds[1])))
+    parts.append(_readable_stream(
+        _epochs(ids, spec, int(seeds[0])), source,
+        _video_sample(spec, trailing), bad, len(ids), int(seeds[1])))
     weights.append(1.0 - spec.image_fraction)
   if spec.image_fraction > 0.0:
-    images = _epochs(records, spec, int(seeds[2]))
-    images = images.random_map(_image_frame(spec), seed=int(seeds[3]))
+    images = _readable_stream(
+        _epochs(ids, spec, int(seeds[2])), source,
+        _image_frame(spec, trailing), bad, len(ids), int(seeds[3]))
     images = images.batch(spec.frames, drop_remainder=True).map(_pack_images)
     parts.append(images)
     weights.append(spec.image_fraction)
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
-  return ds.batch(global_batch_size // process_count, drop_remainder=True)
+  ds = ds.batch(local_batch, drop_remainder=True)
+  return ds.map(functools.partial(_skip_counts, keep=skip_counts))
 
 
 class GlobalBatchIterator:
@@ -202,7 +358,16 @@ class GlobalBatchIterator:
   a `jax.Array` with the batch axis sharded over the mesh's batch axes via
   `jax.make_array_from_process_local_data`, so every process contributes only
   its own slice.
+
+  `skipped_records`: bad records this process skipped in the batches
+  consumed so far (module doc), counted from the batches' `skipped` field
+  (so read-ahead does not count) and carried in the state, so after
+  `set_state` it continues from the saved value. The state holds the key
+  only once a record was skipped: states of clean data sets are the plain
+  Grain position, and states saved before the count existed restore as 0.
   """
+
+  STATE_KEY = 'skipped_records'
 
   def __init__(self, dataset: grain.MapDataset, mesh: jax.sharding.Mesh,
                rules: mesh_lib.LogicalRules = mesh_lib.DEFAULT_RULES,
@@ -213,6 +378,7 @@ class GlobalBatchIterator:
                                 prefetch_buffer_size=max(prefetch,
                                                          num_threads))
     self._iterator = iter(dataset.to_iter_dataset(options))
+    self.skipped_records = 0
 
   def __iter__(self) -> Iterator[dict[str, jax.Array]]:
     return self
@@ -222,7 +388,11 @@ class GlobalBatchIterator:
     return len(self._dataset)
 
   def next_host_batch(self) -> dict[str, np.ndarray]:
-    return next(self._iterator)
+    batch = next(self._iterator)
+    skipped = batch.pop('skipped', None)  # absent unless skip_counts
+    if skipped is not None:
+      self.skipped_records += int(np.sum(skipped))
+    return batch
 
   def __next__(self) -> dict[str, jax.Array]:
     return self.to_global(self.next_host_batch())
@@ -233,10 +403,15 @@ class GlobalBatchIterator:
             for k, v in host_batch.items()}
 
   def get_state(self) -> dict[str, Any]:
-    return self._iterator.get_state()
+    state = dict(self._iterator.get_state())
+    if self.skipped_records:
+      state[self.STATE_KEY] = self.skipped_records
+    return state
 
   def set_state(self, state: Mapping[str, Any]) -> None:
-    self._iterator.set_state(dict(state))
+    state = dict(state)
+    self.skipped_records = int(state.pop(self.STATE_KEY, 0))
+    self._iterator.set_state(state)
 
   def state_json(self) -> str:
     return json.dumps(self.get_state(), sort_keys=True)
@@ -255,7 +430,7 @@ def make_iterator(spec: DataSpec, mesh: jax.sharding.Mesh, *,
     raise ValueError(f'global batch {global_batch_size} is not divisible by '
                      f'the {parallel}-way batch sharding of the mesh')
   ds = make_dataset(spec, global_batch_size=global_batch_size, seed=seed,
-                    source=source)
+                    source=source, skip_counts=True)
   return GlobalBatchIterator(ds, mesh, rules, spec.num_threads, spec.prefetch)
 
 

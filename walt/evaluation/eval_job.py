@@ -31,6 +31,8 @@ import numpy as np
 from walt import checkpoint as ckpt_lib
 from walt import config_lib
 from walt import defaults
+from walt.diffusion import sampling
+from walt.evaluation import resize
 from walt.evaluation import results as results_lib
 
 TASKS = defaults.EVAL_TASKS
@@ -52,6 +54,29 @@ def check_config(config, mesh_shape) -> None:
                      f'eval_frames={config.eval_frames}')
   if config.cond_frames:
     config_lib.check_frames(config.cond_frames, 'cond_frames')
+  check_sampling(config)
+
+
+def check_sampling(config) -> None:
+  """The sampler, feature and polling fields."""
+  s = config.sampler
+  if s.get('sampler', 'ddim') not in sampling.SAMPLERS:
+    raise ValueError(f'sampler.sampler={s.sampler!r}: one of '
+                     f'{sampling.SAMPLERS}')
+  if s.steps < 1:
+    raise ValueError(f'sampler.steps={s.steps} must be at least 1')
+  if config.features.resize_method not in resize.METHODS:
+    raise ValueError(f'features.resize_method='
+                     f'{config.features.resize_method!r}: one of '
+                     f'{resize.METHODS}')
+  for field in ('poll_seconds', 'step', 'stop_at_step'):
+    if config[field] < 0:
+      raise ValueError(f'{field}={config[field]} must be >= 0 (0: off)')
+  if config.eval_frames < 1:
+    raise ValueError(f'eval_frames={config.eval_frames} must be positive')
+  if s.get('reconstruction_weight', 0.0) < 0:
+    raise ValueError(f'sampler.reconstruction_weight='
+                     f'{s.reconstruction_weight} must be >= 0')
 
 
 VALIDATORS = (check_config,)
@@ -66,6 +91,14 @@ def checkpoint_steps(generator_workdir: str) -> list[int]:
     return sorted(ckpt.all_steps())
   finally:
     ckpt.close()
+
+
+def no_checkpoint_error(generator_workdir: str) -> FileNotFoundError:
+  return FileNotFoundError(
+      f'no checkpoint in {generator_workdir}: train a denoiser there first '
+      f'(python -m walt.main --config=configs/walt/... '
+      f'--workdir={generator_workdir}), or set --config.poll_seconds=N to '
+      'wait for its checkpoints')
 
 
 def evaluated_steps(workdir: str) -> set[int]:
@@ -108,9 +141,7 @@ def steps_to_evaluate(config, workdir: str):
         config.stop_at_step and config.stop_at_step in done)
     if not config.poll_seconds or finished:
       if not available:
-        raise FileNotFoundError(
-            f'no checkpoint in {config.generator_workdir}: train a denoiser '
-            'there first (python -m walt.main --config=configs/walt/...)')
+        raise no_checkpoint_error(config.generator_workdir)
       if config.step and config.step not in available:
         raise FileNotFoundError(f'no checkpoint at step {config.step} in '
                                 f'{config.generator_workdir}: {available}')

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from walt import weight_files
+
 
 @dataclasses.dataclass
 class FeatureStats:
@@ -85,15 +87,25 @@ class FeatureStats:
       np.savez(f, mu=self.mean, sigma=self.covariance, count=self.count)
 
 
-def load_reference(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """`(mu, sigma)` from a reference `.npz`: ADM reference batches and
-  pytorch-fid statistics store `mu` and `sigma`."""
-  with np.load(path) as data:
-    if 'mu' not in data or 'sigma' not in data:
-      raise ValueError(f'{path} holds {sorted(data.keys())}; expected `mu` and '
-                       '`sigma` (an ADM reference batch or pytorch-fid stats)')
-    return np.asarray(data['mu'], np.float64), np.asarray(data['sigma'],
-                                                          np.float64)
+def load_reference(path: str, dim: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """`(mu, sigma)` from a reference `.npz` (read without pickle): ADM
+  reference batches and pytorch-fid statistics store `mu` `[d]` and `sigma`
+  `[d, d]`; `dim`: the feature size `d` they must have."""
+  data = weight_files.load_npz(path)
+  if 'mu' not in data or 'sigma' not in data:
+    raise ValueError(f'{path} holds {sorted(data)}; expected `mu` and '
+                     '`sigma` (an ADM reference batch or pytorch-fid stats)')
+  mu, sigma = data['mu'], data['sigma']
+  if dim is None:
+    if mu.ndim != 1:
+      raise ValueError(f'the reference statistics {path}: mu: expected '
+                       f'shape (d,), found {mu.shape}')
+    dim = mu.shape[0]
+  weight_files.check_shapes({'mu': mu, 'sigma': sigma},
+                            {'mu': (dim,), 'sigma': (dim, dim)},
+                            f'the reference statistics {path}')
+  return np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
 
 
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:

@@ -213,15 +213,16 @@ def _fvd_repeats(config, net, real_stats, make_fake) -> tuple[dict, dict]:
 
 
 def _real_stats(config, net, batches, n: int) -> stats.FeatureStats:
+  dim = i3d.NUM_CLASSES if net.kind == 'i3d' else inception.POOL_DIM
   if config.reference.stats:
-    mu, sigma = stats.load_reference(config.reference.stats)
+    mu, sigma = stats.load_reference(config.reference.stats, dim)
     return stats.FeatureStats.from_moments(mu, sigma, n)
-  real = stats.FeatureStats(i3d.NUM_CLASSES if net.kind == 'i3d' else
-                            inception.POOL_DIM)
+  real = stats.FeatureStats(dim)
   count = 0
   for b in batches:
     x = b['video'][:, :config.eval_frames] if net.kind == 'i3d' else \
         b['video'][:, 0]
+    x = x[:n - count]  # exactly n: not the rest of the last batch
     real.add(net(x)[0])
     count += len(x)
     if count >= n:

@@ -1,8 +1,9 @@
 """Feature-network weight files: flat `.npz` archives of float32 arrays.
 
 Keys are '/'-joined Flax parameter paths (`Mixed_3b/Branch_0_Conv3d_0a_1x1/w`).
-`walt.evaluation.convert` writes them from the public releases; `load` checks
-every name and shape against the network before anything runs.
+`walt.evaluation.convert` writes them from the public releases; `load` reads
+them without pickle and checks every name and shape against the network
+before anything runs (`walt.weight_files`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 
 import jax
 import numpy as np
+
+from walt import weight_files
 
 # Where each network's public release lives, and how to convert it.
 SOURCES = {
@@ -34,26 +37,8 @@ SOURCES = {
 }
 
 
-def flatten(tree, prefix: str = '') -> dict[str, object]:
-  out = {}
-  for k, v in tree.items():
-    key = f'{prefix}{k}'
-    if hasattr(v, 'items'):
-      out.update(flatten(v, key + '/'))
-    else:
-      out[key] = v
-  return out
-
-
-def unflatten(flat: dict[str, object]) -> dict:
-  tree: dict = {}
-  for key, v in flat.items():
-    node = tree
-    *parents, leaf = key.split('/')
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
+flatten = weight_files.flatten
+unflatten = weight_files.unflatten
 
 
 def save(path: str, params) -> None:
@@ -64,21 +49,9 @@ def save(path: str, params) -> None:
 
 
 def check(flat: dict[str, object], shapes, what: str) -> None:
-  """Raises if `flat` lacks, adds or reshapes any parameter of `shapes`."""
-  expected = {k: tuple(v.shape) for k, v in flatten(shapes).items()}
-  got = {k: tuple(np.shape(v)) for k, v in flat.items()}
-  missing = sorted(set(expected) - set(got))
-  extra = sorted(set(got) - set(expected))
-  wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-  if missing or extra or wrong:
-    details = []
-    if missing:
-      details.append(f'missing {missing[:5]}{"..." if len(missing) > 5 else ""}')
-    if extra:
-      details.append(f'unexpected {extra[:5]}{"..." if len(extra) > 5 else ""}')
-    for k in wrong[:5]:
-      details.append(f'{k}: {got[k]} != expected {expected[k]}')
-    raise ValueError(f'{what} does not match the network: ' + '; '.join(details))
+  """Raises if `flat` lacks, adds or reshapes any parameter of `shapes`
+  (naming the parameter path, the expected and the found shape)."""
+  weight_files.check_shapes(flat, flatten(shapes), what)
 
 
 def load(path: str, network: str, shapes):
@@ -90,9 +63,9 @@ def load(path: str, network: str, shapes):
         f'{network} weights not found at {path or "(no path given)"}. They '
         'cannot be downloaded by walt; get ' + SOURCES[network].format(
             path=path or 'WEIGHTS.npz'))
-  with np.load(path) as data:
-    flat = {k: np.asarray(data[k], np.float32) for k in data.files}
+  flat = weight_files.load_npz(path)  # no pickle
   check(flat, shapes, path)
+  flat = {k: np.asarray(v, np.float32) for k, v in flat.items()}
   return jax.tree.map(np.asarray, unflatten(flat))
 
 

@@ -94,7 +94,8 @@ class Generator:
     if step:
       workdir = f'{ckpt_lib.split_path(workdir)[0]}/{step}'
     config = ckpt_lib.read_config(workdir)
-    if 'max_nonfinite_logs' not in config and config.model.get('size'):
+    if ('max_nonfinite_logs' not in config and 'max_bad_steps' not in config
+        and config.model.get('size')):
       # Saved before explicit fields won over `size`: those configs carry
       # the default L numbers next to the size that was really used.
       config.model.update({'num_layers': 0, 'width': 0, 'num_heads': 0})

@@ -9,7 +9,8 @@ https://download.pytorch.org/models/) and convert it once:
         --out=resnet50.npz
 
 then set `config.loss.perceptual_weights=/path/resnet50.npz`. Without a file
-the loss is off (the trainer says so once).
+the loss is off (the trainer says so once). The file is read without pickle
+and checked name by name and shape by shape (`walt.weight_files`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from walt import weight_files
 
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -75,8 +78,10 @@ def load(path: str | None) -> Callable[[jax.Array, jax.Array], jax.Array] | None
     raise FileNotFoundError(
         f'perceptual weights {path} not found; see walt/models/perceptual.py '
         'for where to get and how to convert them')
-  variables = unflatten(dict(np.load(path)))
   net = ResNet50()
+  flat = weight_files.load_npz(path)  # no pickle
+  weight_files.check_shapes(flat, weight_files.flatten(variable_shapes()), path)
+  variables = unflatten(flat)
 
   def logits(video):
     b, t, h, w, c = video.shape
@@ -90,13 +95,11 @@ def load(path: str | None) -> Callable[[jax.Array, jax.Array], jax.Array] | None
   return loss
 
 
-def flatten(tree, prefix='') -> dict[str, np.ndarray]:
-  out = {}
-  for k, v in tree.items():
-    key = f'{prefix}/{k}' if prefix else k
-    out.update(flatten(v, key) if hasattr(v, 'items') else
-               {key: np.asarray(v)})
-  return out
+def variable_shapes() -> dict:
+  """The ResNet-50's variables (`params`, `batch_stats`) as
+  `ShapeDtypeStruct`s (none of them depends on the image size)."""
+  return jax.eval_shape(ResNet50().init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict:
@@ -151,9 +154,15 @@ def from_torch_state_dict(sd: dict[str, np.ndarray]) -> dict:
 def main(argv):
   del argv
   import torch  # only the converter needs it
-  sd = torch.load(_TORCH.value, map_location='cpu')
+  # weights_only: torch's restricted unpickler (tensors and plain
+  # containers only), never arbitrary objects.
+  sd = torch.load(_TORCH.value, map_location='cpu', weights_only=True)
   variables = from_torch_state_dict({k: v.numpy() for k, v in sd.items()})
-  np.savez(_OUT.value, **flatten(variables))
+  flat = {k: np.asarray(v, np.float32)
+          for k, v in weight_files.flatten(variables).items()}
+  weight_files.check_shapes(flat, weight_files.flatten(variable_shapes()),
+                            _TORCH.value)
+  np.savez(_OUT.value, **flat)
   print(f'wrote {_OUT.value}')
 
 

@@ -24,6 +24,11 @@ NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Total number of processes of a multi-process run.')
 PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Index of this process in [0, num_processes).')
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout_seconds', 100,
+    'Multi-process runs: when a process has not been heard from for this '
+    'long (it died or hangs), every other process exits with an error '
+    'instead of waiting forever in a collective.')
 
 
 def detect_cluster(environ: Mapping[str, str] | None = None) -> str | None:
@@ -42,8 +47,13 @@ def detect_cluster(environ: Mapping[str, str] | None = None) -> str | None:
 def initialize(coordinator_address: str | None = None,
                num_processes: int | None = None,
                process_id: int | None = None,
-               environ: Mapping[str, str] | None = None) -> bool:
+               environ: Mapping[str, str] | None = None,
+               heartbeat_timeout_seconds: int = 100) -> bool:
   """Starts `jax.distributed` if this is a multi-process run.
+
+  If one process dies, JAX's coordination service notices its missing
+  heartbeats after `heartbeat_timeout_seconds` and terminates the others
+  (with an error naming the task), so a job never hangs on a dead peer.
 
   Returns:
     True if `jax.distributed` was initialised.
@@ -66,21 +76,24 @@ def initialize(coordinator_address: str | None = None,
       return False
     logging.info('jax.distributed: process %d of %d, coordinator %s',
                  process_id, num_processes, coordinator_address)
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes,
+        process_id=process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds)
     return True
   cluster = detect_cluster(environ)
   if cluster is None:
     return False
   logging.info('jax.distributed: auto-detected %s cluster', cluster)
-  jax.distributed.initialize()
+  jax.distributed.initialize(
+      heartbeat_timeout_seconds=heartbeat_timeout_seconds)
   return True
 
 
 def initialize_from_flags() -> bool:
   return initialize(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
-                    PROCESS_ID.value)
+                    PROCESS_ID.value,
+                    heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT.value)
 
 
 def is_main_process() -> bool:

@@ -50,7 +50,12 @@ model_config = generator_lib.model_config
 def check_config(config, mesh_shape) -> None:
   """Denoiser-specific validation (windows vs latent grid, ...)."""
   del mesh_shape
-  model_config(config).validate()
+  try:
+    model_config(config).validate()
+  except ValueError as e:
+    raise ValueError(
+        f'config.model: {e} (latent {latent_shape(config)} from data.frames,'
+        ' data.resolution and config.tokenizer)') from None
   d = config.diffusion
   for name in ('self_cond_prob', 'class_dropout', 'frame_cond_prob'):
     if not 0.0 <= d[name] <= 1.0:
@@ -283,7 +288,8 @@ def train_step(apply, schedule, objective, tx, seed: int, ema_decay: float,
       lambda p: objectives.diffusion_loss(
           apply, p, rng, schedule, objective, batch['latent'],
           batch.get('label'), batch['is_image']), has_aux=True)(state.params)
-  return state_lib.apply_gradients(state, grads, tx, ema_decay), metrics
+  return state_lib.guarded_apply_gradients(state, grads, tx, ema_decay,
+                                           metrics)
 
 
 # Kept for config files that call it from here.

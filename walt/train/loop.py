@@ -4,7 +4,10 @@ A model plugs in a *task* object, built on the job's mesh (`task.mesh`,
 `task.rules`: the loop uses them, it builds none of its own):
 
     task.init_state(rng) -> boxed TrainState            (pure; traced once)
-    task.train_step(state, batch) -> (state, metrics)   (pure; jitted, donated)
+    task.train_step(state, batch) -> (state, metrics)   (pure; jitted, donated;
+                                     updates through `state.guarded_apply_
+                                     gradients`, whose `nonfinite` metric the
+                                     loop counts)
     task.evaluate(state, step) -> dict | None           (host; eval hook)
     task.summaries(state, batch, step, logger)          (host; videos)
     task.finalize(state, checkpointer)                  (host; after training)
@@ -16,7 +19,9 @@ checkpoint and run one of the task's other modes. The loop owns everything
 else: data iterator, sharded init, resume order
 (workdir -> config.resume -> config.init_from -> scratch), the jitted step,
 metrics (`metrics.jsonl`, TensorBoard, progress with ETA), checkpoints
-(state + data position + config), the NaN guard, and eval/summary cadence.
+(state + data position + config; a corrupt latest one falls back to the
+previous), preemption (SIGTERM: save and return), consecutive skipped
+non-finite steps (`max_bad_steps`), and eval/summary cadence.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from walt.data import pipeline
 from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
 from walt.train import metrics as metrics_lib
+from walt.train import preemption
 from walt.train import state as state_lib
 
 
@@ -51,8 +57,10 @@ class Task(Protocol):
 
 
 def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
-  """Adam(W) with linear warm-up then cosine decay, clipping, and a NaN guard
-  (`apply_if_finite`: non-finite updates are skipped, not applied).
+  """Adam(W) with linear warm-up then cosine decay, and clipping.
+
+  Non-finite steps are not the optimizer's business: the step function keeps
+  or skips the whole update (`state.guarded_apply_gradients`).
 
   opt: ConfigDict with lr, b1, b2, weight_decay, warmup_steps, grad_clip,
     min_lr_ratio.
@@ -69,12 +77,7 @@ def make_optimizer(opt, total_steps: int) -> optax.GradientTransformation:
                              weight_decay=opt.weight_decay))
   else:
     parts.append(optax.adam(schedule, b1=opt.b1, b2=opt.b2))
-  return optax.apply_if_finite(optax.chain(*parts),
-                               max_consecutive_errors=opt.max_nonfinite)
-
-
-def _finite(metrics: dict) -> bool:
-  return all(np.all(np.isfinite(np.asarray(v))) for v in metrics.values())
+  return optax.chain(*parts)
 
 
 def train(task: Task, config, workdir: str) -> Any:
@@ -106,38 +109,53 @@ def train(task: Task, config, workdir: str) -> Any:
     logger = metrics_lib.MetricLogger(workdir, config.total_steps, start)
     eval_every = config.eval_every
     summary_every = config.summary_every
-    bad_logs = 0
+    bad_steps = preemption.BadStepCounter(config.max_bad_steps)
+    watcher = preemption.PreemptionWatcher()
     step = start
     # `stop_at_step` ends this run early (a time slice of a longer schedule);
     # the next run with the same workdir resumes where it stopped.
     stop = min(config.stop_at_step or config.total_steps,
                config.total_steps)
     prepare = getattr(task, 'prepare_batch', None) or (lambda b: b)
-    for step in range(start + 1, stop + 1):
-      batch = prepare(next(data))
-      state, metrics = step_fn(state, batch)
-      last = step == config.total_steps
-      if step % config.log_every == 0 or last or step == start + 1:
-        metrics = jax.device_get(metrics)
-        if not _finite(metrics):
-          # The update was skipped by apply_if_finite; stop if it persists.
-          bad_logs += 1
-          logging.warning('non-finite metrics at step %d: %s', step, metrics)
-          if bad_logs >= config.max_nonfinite_logs:
-            raise FloatingPointError(
-                f'non-finite loss at step {step} in {bad_logs} consecutive '
-                f'logs: {metrics}')
-        else:
-          bad_logs = 0
-        logger.log(step, metrics)
-      if summary_every and (step % summary_every == 0 or last):
-        task.summaries(state, batch, step, logger)
-      if step % config.checkpoint_every == 0 or last or step == stop:
-        ckpt.save(step, state, data.get_state(), config,
-                  force=last or step == stop)
-      if eval_every and (step % eval_every == 0 or last):
-        _evaluate(task, state, step, logger)
-    ckpt.wait()
+    pending = None  # (step, its `nonfinite` flag), read one step late
+    try:
+      for step in range(start + 1, stop + 1):
+        batch = prepare(next(data))
+        state, metrics = step_fn(state, batch)
+        # The previous step's flag is read while this one runs, so the check
+        # costs no pipeline stall; the skip itself happened inside the step.
+        if pending is not None:
+          bad_steps.update(pending[0], int(pending[1]))
+        pending = (step, metrics['nonfinite'])
+        last = step == config.total_steps
+        preempted = watcher.reached(step)
+        if step % config.log_every == 0 or last or step == start + 1:
+          metrics = jax.device_get(metrics)
+          metrics['skipped_steps'] = bad_steps.total + int(
+              metrics['nonfinite'] != 0)
+          skipped = getattr(data, 'skipped_records', None)
+          if skipped is not None:
+            metrics['skipped_records'] = skipped
+          logger.log(step, metrics)
+        if summary_every and (step % summary_every == 0 or last):
+          task.summaries(state, batch, step, logger)
+        if (step % config.checkpoint_every == 0 or last or step == stop
+            or preempted):
+          bad_steps.update(*map(int, pending))
+          pending = None
+          ckpt.save(step, state, data.get_state(), config,
+                    force=last or step == stop or preempted)
+        if preempted:
+          logging.warning('preempted: saved step %d of %d; rerun the same '
+                          'command to continue', step, config.total_steps)
+          break
+        if eval_every and (step % eval_every == 0 or last):
+          _evaluate(task, state, step, logger)
+      if pending is not None:
+        bad_steps.update(*map(int, pending))
+    finally:
+      watcher.close()
+      ckpt.wait()
     if step == config.total_steps:
       if start >= config.total_steps and eval_every:
         _evaluate(task, state, step, logger)

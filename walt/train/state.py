@@ -1,6 +1,6 @@
 """Train state: params, optimizer state, EMA params and model extras, and
-the optimizer + EMA update. Its sharded initialisation is
-`walt.parallel.sharding.init_sharded`.
+the optimizer + EMA update, guarded against numerical faults. Its sharded
+initialisation is `walt.parallel.sharding.init_sharded`.
 """
 
 from __future__ import annotations
@@ -57,3 +57,56 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
     ema = ema_update(ema, params, ema_decay(ema_decay_max, state.step))
   return state.replace(step=state.step + 1, params=params,
                        opt_state=opt_state, ema_params=ema, **changes)
+
+
+# Bits of the `nonfinite` metric: which quantity of a step was not finite.
+NONFINITE_LOSS, NONFINITE_GRADS, NONFINITE_PARAMS = 1, 2, 4
+NONFINITE_NAMES = {NONFINITE_LOSS: 'loss', NONFINITE_GRADS: 'gradients',
+                   NONFINITE_PARAMS: 'updated params'}
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def guarded_apply_gradients(state: TrainState, grads, tx, ema_decay_max: float,
+                            metrics: dict, **changes
+                            ) -> tuple[TrainState, dict]:
+  """`apply_gradients`, kept only if the step was finite.
+
+  The check runs inside the step, on the step it happens: the loss
+  (`metrics['loss']` and every other metric), the gradients, and the updated
+  params (and `changes`, e.g. a discriminator's) must all be finite, else the
+  step is skipped: `step` advances (the data and RNG move on) but params,
+  optimizer state, EMA and `changes` stay as they were, so non-finite values
+  never reach a checkpoint.
+
+  Returns:
+    (state, metrics + `nonfinite`: 0 for a kept step, else a bitmask of
+    `NONFINITE_LOSS | NONFINITE_GRADS | NONFINITE_PARAMS`; the loop counts
+    consecutive skipped steps against `config.max_bad_steps`).
+  """
+  new = apply_gradients(state, grads, tx, ema_decay_max, **changes)
+  bad_loss = ~_all_finite(metrics)
+  bad_grads = ~_all_finite(grads)
+  # Non-finite gradients make non-finite params: name only the cause.
+  bad_params = ~_all_finite((new.params, new.extra)) & ~bad_grads
+  code = (bad_loss * NONFINITE_LOSS + bad_grads * NONFINITE_GRADS +
+          bad_params * NONFINITE_PARAMS).astype(jnp.int32)
+  keep = code == 0
+  kept = jax.tree.map(lambda n, o: jnp.where(keep, n, o),
+                      (new.params, new.opt_state, new.ema_params, new.extra),
+                      (state.params, state.opt_state, state.ema_params,
+                       state.extra))
+  params, opt_state, ema, extra = kept
+  state = new.replace(params=params, opt_state=opt_state, ema_params=ema,
+                      extra=extra)
+  return state, {**metrics, 'nonfinite': code}
+
+
+def describe_nonfinite(code: int) -> str:
+  """'loss and gradients' for the `nonfinite` bitmask of a skipped step."""
+  names = [n for bit, n in NONFINITE_NAMES.items() if code & bit]
+  return ' and '.join(names) or 'nothing'

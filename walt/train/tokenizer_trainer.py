@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from walt import config_lib
 from walt import defaults
 from walt.data import pipeline
 from walt.data import video_ops
@@ -38,12 +39,17 @@ LATENT_STATS = tokenizer_lib.LATENT_STATS
 
 def check_config(config, mesh_shape) -> None:
   """Tokenizer-specific validation (before anything is built)."""
-  del mesh_shape
   model = tok.TokenizerConfig.from_config(config.model)
   frames = config.data.frames
   height, width = config.data.crop or config.data.resolution
-  model.check_input(frames, height, width)
-  model.check_input(config.eval.frames, *config.data.resolution)
+  _check_input(model, 'data.frames, data.crop or data.resolution', frames,
+               height, width)
+  _check_input(model, 'eval.frames, data.resolution', config.eval.frames,
+               *config.data.resolution)
+  if config.eval_every or config.summary_every:
+    config_lib.check_batch_size(config, mesh_shape, 'eval.batch_size')
+  if config.latent_stats.num_examples:
+    config_lib.check_batch_size(config, mesh_shape, 'latent_stats.batch_size')
   if config.data.image_fraction:
     raise ValueError('tokenizers train on videos or 1-frame videos; set '
                      'data.image_fraction=0')
@@ -51,6 +57,15 @@ def check_config(config, mesh_shape) -> None:
     if c % min(model.num_groups, c):
       raise ValueError(f'{c} channels are not divisible into '
                        f'{model.num_groups} groups')
+
+
+def _check_input(model, fields: str, frames: int, height: int, width: int):
+  try:
+    model.check_input(frames, height, width)
+  except ValueError as e:
+    raise ValueError(f'{fields}: {e} (the tokenizer compresses time '
+                     f'{model.temporal_factor}x, space '
+                     f'{model.spatial_factor}x)') from None
 
 
 VALIDATORS = (check_config,)
@@ -147,9 +162,8 @@ class TokenizerTask:
           jax.lax.stop_gradient(recon))
       metrics.update(d_metrics)
     metrics['psnr'] = jnp.mean(reconstruction.psnr(recon, video))
-    return state_lib.apply_gradients(state, grads, self.tx,
-                                     self.config.ema_decay,
-                                     extra=extra), metrics
+    return state_lib.guarded_apply_gradients(
+        state, grads, self.tx, self.config.ema_decay, metrics, extra=extra)
 
   def _disc_update(self, extra, real, fake):
     c = self.config.loss
