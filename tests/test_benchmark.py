@@ -21,6 +21,7 @@ def test_analytic_flops_match_xla(window):
   assert analytic <= xla <= 1.25 * analytic, (analytic, xla)
 
 
+@pytest.mark.slow
 def test_dit_flops_match_xla_and_windows_save_flops():
   runner = models.dit_runner((3, 16, 16, 4), 64, 2, 2, 2)
   analytic = models.dit_train_flops(64, 2, 3 * 256, 2, 4)

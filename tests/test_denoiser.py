@@ -83,6 +83,7 @@ def test_spatiotemporal_window_isolation(tokens):
   np.testing.assert_array_equal(changed, expected)
 
 
+@pytest.mark.slow
 def test_packed_images_never_mix(tokens):
   cfg = _config()
   _, st = cfg.windows()

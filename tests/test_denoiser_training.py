@@ -120,6 +120,7 @@ def test_evaluation_compiles_once_per_job(trained, tmp_path):
   assert second.count == 0
 
 
+@pytest.mark.slow
 def test_denoiser_probe_scores_predictions_against_the_clips(trained):
   """At t=0 the noisy latent is the clean one, so the probe's x0 decodes to
   the tokenizer's reconstruction: its oracle scores are those of the round
@@ -274,6 +275,7 @@ def test_sampler_compare_scores_each_setting_on_the_same_labels(trained):
     sampler_compare.parse_settings(['dpmpp'])
 
 
+@pytest.mark.slow
 def test_sample_cli_writes_videos_and_grid(trained, tmp_path):
   workdir, _, _ = trained
   out = tmp_path / 'samples'

@@ -4,6 +4,8 @@ import json
 import os
 import socket
 import subprocess
+import select
+import signal
 import sys
 import time
 
@@ -81,9 +83,30 @@ def test_two_processes_build_one_global_batch_from_disjoint_slices(
   assert r0['state'] == r1['state'] == {'next_index': 3}
 
 
-@pytest.mark.parametrize('killed', [0, 1], ids=['coordinator', 'worker'])
-def test_a_dead_process_stops_the_others_within_the_heartbeat_timeout(
-    killed):
+def _wait_for_line(proc, expected: str, timeout: float) -> None:
+  """Reads `proc`'s output until a line equal to `expected` (other log lines
+  may come first); fails after `timeout` seconds instead of hanging."""
+  deadline = time.time() + timeout
+  seen = []
+  while time.time() < deadline:
+    ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+    if not ready:
+      continue
+    line = proc.stdout.readline()
+    if not line:
+      break
+    if line.strip() == expected:
+      return
+    seen.append(line)
+  raise AssertionError(f'no {expected!r} line: {"".join(seen)[-3000:]}')
+
+
+@pytest.mark.parametrize('hung', [0, 1], ids=['coordinator', 'worker'])
+def test_a_hung_process_stops_the_others_after_the_heartbeat_timeout(hung):
+  """A peer frozen mid-collective (SIGSTOP: no exit, no closed sockets, so
+  only missing heartbeats can tell) makes the other process exit with an
+  error instead of waiting forever (JAX's default timeout is 100 s; the test
+  sets 5 s and gives it 90)."""
   port, timeout = _free_port(), 5
   env = {**os.environ, 'PYTHONPATH': ROOT}
   env.pop('XLA_FLAGS', None)
@@ -95,18 +118,15 @@ def test_a_dead_process_stops_the_others_within_the_heartbeat_timeout(
            for i in range(2)]
   try:
     for p in procs:  # both connected and exchanging data
-      assert p.stdout.readline().strip() == 'up', p.stdout.read()[-3000:]
-    procs[killed].kill()
-    survivor = procs[1 - killed]
-    started = time.time()
-    log, _ = survivor.communicate(timeout=60)
-    waited = time.time() - started
+      _wait_for_line(p, 'up', 240)
+    procs[hung].send_signal(signal.SIGSTOP)
+    survivor = procs[1 - hung]
+    log, _ = survivor.communicate(timeout=90)
   finally:
     for p in procs:
       p.kill()
+      p.wait()
+      p.stdout.close()
   assert survivor.returncode != 0, log[-3000:]
-  # It stopped on its own (not by the test's timeout), within the heartbeat
-  # timeout plus the service's polling slack, saying why.
-  assert waited < 4 * timeout + 10, waited
-  assert 'heartbeat' in log.lower() or 'socket closed' in log.lower() or (
-      'task' in log.lower() and 'fail' in log.lower()), log[-3000:]
+  assert 'heartbeat' in log.lower() or 'coordination' in log.lower(), (
+      log[-3000:])

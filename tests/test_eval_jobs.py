@@ -190,6 +190,7 @@ def nine_frame_generator(sprites_data_dir, tokenizer_dir, tmp_path_factory):
                 str(tmp_path_factory.mktemp('gen9')), NINE_FRAMES, 9)
 
 
+@pytest.mark.slow
 def test_sprites_prediction_and_interpolation_scores(nine_frame_generator,
                                                      sprites_data_dir,
                                                      tmp_path, monkeypatch):
@@ -241,8 +242,9 @@ def test_frame_scores_need_frame_training_or_reconstruction_guidance():
       2.0, 'reconstruction guidance, w_r = 2.0')
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param('ucf101', marks=pytest.mark.slow), 'k600_frame_prediction'])
+# Both need the 9-frame generator (a fixture of its own): CI runs them.
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['ucf101', 'k600_frame_prediction'])
 def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
                        tmp_path):
   extra = {'cond_frames': 5} if name == 'k600_frame_prediction' else {}

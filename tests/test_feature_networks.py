@@ -90,6 +90,7 @@ def _close(a, b, tol=2e-4):
   np.testing.assert_allclose(a, b, atol=tol * np.abs(b).max(), rtol=0)
 
 
+@pytest.mark.slow
 def test_i3d_converter_round_trips_tf_reference(tmp_path):
   tf = pytest.importorskip('tensorflow')
   rng = np.random.default_rng(0)

@@ -326,10 +326,16 @@ def test_a_slice_without_one_readable_record_raises(sprites_data_dir):
 
 @pytest.mark.parametrize('size,process_count,image_fraction', [
     (6, 1, 0.0), (12, 2, 0.0), (8, 2, 0.5)])
-def test_split_smaller_than_a_batch_raises(sprites_data_dir, size,
+def test_split_smaller_than_a_batch_raises_when_read_once(sprites_data_dir, size,
                                            process_count, image_fraction):
   spec = _spec(sprites_data_dir, image_fraction=image_fraction)
   source = _FaultySource(pipeline.data_source(spec), {}, size=size)
+  # Repeated (training), the small split fills its batches by repeating.
+  ds = pipeline.make_dataset(
+      spec, global_batch_size=8 if image_fraction else 16, seed=0,
+      source=source, process_index=0, process_count=process_count)
+  assert np.all(ds[0]['record'] < size)
+  spec = _spec(sprites_data_dir, image_fraction=image_fraction, num_epochs=1)
   with pytest.raises(ValueError, match=(
       rf"moving_sprites/5x32x32 .*split 'train' has {size} records, "
       rf'{size // process_count} for process 0 of {process_count}: fewer '

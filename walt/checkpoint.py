@@ -22,6 +22,7 @@ from absl import logging
 from etils import epath
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 ITEMS = ('state', 'data', 'config')
@@ -85,36 +86,59 @@ class Checkpointer:
       raise FileNotFoundError(f'no checkpoint in {self.directory}')
     failed = []
     for step in steps:
-      try:
-        state, data, config = self.restore(step, target)
-      except Exception as e:  # pylint: disable=broad-except
+      state, error = self._try_restore(step, target)
+      if error is None and jax.process_count() > 1:
+        # Every host must resume from the same step: a step is good only if
+        # it restored on all of them.
+        from jax.experimental import multihost_utils
+        everywhere = multihost_utils.process_allgather(np.array(
+            error is None))
+        if not np.all(everywhere):
+          error = RuntimeError('did not restore on every process')
+      if error is not None:
         logging.error('checkpoint %s/%d does not restore (%s: %s); trying '
                       'the previous one', self.directory, step,
-                      type(e).__name__, e)
-        failed.append((step, e))
+                      type(error).__name__, error)
+        failed.append((step, error))
         continue
       if failed and quarantine:
         self._quarantine([s for s, _ in failed])
       if failed:
         logging.warning('restored step %d instead of %s', step,
                         [s for s, _ in failed])
-      return state, data, config, step
+      return (*state, step)
     raise RuntimeError(
         f'no checkpoint in {self.directory} restores; nothing was moved. '
         'Errors, newest first:\n' + '\n'.join(
             f'  step {s}: {type(e).__name__}: {e}' for s, e in failed))
 
+  def _try_restore(self, step: int, target, attempts: int = 2):
+    """((state, data, config), None) or (None, the last error); a second
+    attempt so that a passing storage error does not condemn a step."""
+    error = None
+    for _ in range(attempts):
+      try:
+        return self.restore(step, target), None
+      except Exception as e:  # pylint: disable=broad-except
+        error = e
+    return None, error
+
   def _quarantine(self, steps: list[int]) -> None:
     if jax.process_index() == 0:
       aside = epath.Path(self.directory).parent / 'corrupt_checkpoints'
-      aside.mkdir(parents=True, exist_ok=True)
       for step in steps:
         target = aside / str(step)
-        if target.exists():
-          target = aside / f'{step}.{len(list(aside.iterdir()))}'
-        (epath.Path(self.directory) / str(step)).rename(target)
-        logging.error('moved unreadable checkpoint step %d to %s', step,
-                      target)
+        try:
+          aside.mkdir(parents=True, exist_ok=True)
+          if target.exists():
+            target = aside / f'{step}.{len(list(aside.iterdir()))}'
+          (epath.Path(self.directory) / str(step)).rename(target)
+          logging.error('moved unreadable checkpoint step %d to %s', step,
+                        target)
+        except OSError as e:
+          # Training can go on from the good step; the broken one stays.
+          logging.error('could not move unreadable checkpoint step %d to '
+                        '%s: %s', step, target, e)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices('walt_checkpoint_quarantine')

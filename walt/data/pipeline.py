@@ -319,7 +319,10 @@ def make_dataset(spec: DataSpec, *, global_batch_size: int, seed: int,
   ids = process_slice(grain.MapDataset.range(len(source)), process_index,
                       process_count)
   needed = max(local_batch, spec.frames if spec.image_fraction > 0 else 1)
-  if len(ids) < needed:
+  # Repeated forever, a small split still fills batches (an overfit run);
+  # read a finite number of times, it would yield no batch at all.
+  if not len(ids) or (spec.num_epochs is not None
+                      and len(ids) * spec.num_epochs < needed):
     raise ValueError(
         f'{_where(spec)} has {len(source)} records, {len(ids)} for process '
         f'{process_index} of '

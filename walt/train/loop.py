@@ -118,6 +118,7 @@ def train(task: Task, config, workdir: str) -> Any:
                config.total_steps)
     prepare = getattr(task, 'prepare_batch', None) or (lambda b: b)
     pending = None  # (step, its `nonfinite` flag), read one step late
+    preempted = False
     try:
       for step in range(start + 1, stop + 1):
         batch = prepare(next(data))
@@ -137,26 +138,32 @@ def train(task: Task, config, workdir: str) -> Any:
           if skipped is not None:
             metrics['skipped_records'] = skipped
           logger.log(step, metrics)
-        if summary_every and (step % summary_every == 0 or last):
-          task.summaries(state, batch, step, logger)
-        if (step % config.checkpoint_every == 0 or last or step == stop
-            or preempted):
+        if preempted:
+          # Save first: the grace period before SIGKILL is short, so no
+          # summaries or evaluation on this step.
           bad_steps.update(*map(int, pending))
           pending = None
-          ckpt.save(step, state, data.get_state(), config,
-                    force=last or step == stop or preempted)
-        if preempted:
+          ckpt.save(step, state, data.get_state(), config, force=True)
+          ckpt.wait()
           logging.warning('preempted: saved step %d of %d; rerun the same '
                           'command to continue', step, config.total_steps)
           break
+        if summary_every and (step % summary_every == 0 or last):
+          task.summaries(state, batch, step, logger)
+        if step % config.checkpoint_every == 0 or last or step == stop:
+          bad_steps.update(*map(int, pending))
+          pending = None
+          ckpt.save(step, state, data.get_state(), config,
+                    force=last or step == stop)
         if eval_every and (step % eval_every == 0 or last):
           _evaluate(task, state, step, logger)
       if pending is not None:
         bad_steps.update(*map(int, pending))
     finally:
-      watcher.close()
+      # The last async save finishes before SIGTERM's default comes back.
       ckpt.wait()
-    if step == config.total_steps:
+      watcher.close()
+    if step == config.total_steps and not preempted:
       if start >= config.total_steps and eval_every:
         _evaluate(task, state, step, logger)
       task.finalize(state, ckpt)

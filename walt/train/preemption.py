@@ -35,11 +35,13 @@ class PreemptionWatcher:
 
   def __init__(self):
     self._signalled = False
+    self._installed = False
     self._previous = None
     self._multi_process = jax.process_count() > 1
     if (not self._multi_process and
         threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      self._installed = True
 
   def _on_sigterm(self, signum, frame) -> None:
     del signum, frame
@@ -54,9 +56,11 @@ class PreemptionWatcher:
     return self._signalled
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    if self._installed:
+      # None: a handler set outside Python; the default is the closest.
+      signal.signal(signal.SIGTERM, self._previous if self._previous
+                    is not None else signal.SIG_DFL)
+      self._installed = False
 
 
 class BadStepCounter:

@@ -62,7 +62,7 @@ def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation,
 # Bits of the `nonfinite` metric: which quantity of a step was not finite.
 NONFINITE_LOSS, NONFINITE_GRADS, NONFINITE_PARAMS = 1, 2, 4
 NONFINITE_NAMES = {NONFINITE_LOSS: 'loss', NONFINITE_GRADS: 'gradients',
-                   NONFINITE_PARAMS: 'updated params'}
+                   NONFINITE_PARAMS: 'updated params or optimizer state'}
 
 
 def _all_finite(tree) -> jax.Array:
@@ -91,8 +91,11 @@ def guarded_apply_gradients(state: TrainState, grads, tx, ema_decay_max: float,
   new = apply_gradients(state, grads, tx, ema_decay_max, **changes)
   bad_loss = ~_all_finite(metrics)
   bad_grads = ~_all_finite(grads)
-  # Non-finite gradients make non-finite params: name only the cause.
-  bad_params = ~_all_finite((new.params, new.extra)) & ~bad_grads
+  # Non-finite gradients make non-finite params: name only the cause. The
+  # optimizer state counts too: an overflowing second moment would freeze
+  # params silently (their updates become 0).
+  bad_params = ~_all_finite((new.params, new.opt_state, new.extra)
+                            ) & ~bad_grads
   code = (bad_loss * NONFINITE_LOSS + bad_grads * NONFINITE_GRADS +
           bad_params * NONFINITE_PARAMS).astype(jnp.int32)
   keep = code == 0
