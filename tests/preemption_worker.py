@@ -17,7 +17,7 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 
-from tests.test_tokenizer_training import _config  # noqa: E402
+from tests.test_tokenizer_training import preemption_config  # noqa: E402
 from walt.parallel import mesh as mesh_lib  # noqa: E402
 from walt.train import loop  # noqa: E402
 from walt.train import tokenizer_trainer  # noqa: E402
@@ -36,7 +36,7 @@ def main():
     jax.config.update('jax_compilation_cache_dir',
                       os.environ['WALT_TEST_XLA_CACHE'])
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  config = _config(data_dir, int(total_steps))
+  config = preemption_config(data_dir, int(total_steps))
   with config.unlocked():
     config.log_every = 1  # the test watches metrics.jsonl for progress
   mesh = mesh_lib.create_mesh(config.mesh.to_dict())

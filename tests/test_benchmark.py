@@ -10,8 +10,8 @@ from walt.benchmark import models
 from walt.benchmark import timing
 
 
-@pytest.mark.parametrize('window', [
-    pytest.param('window', marks=pytest.mark.slow), 'full'])
+@pytest.mark.slow
+@pytest.mark.parametrize('window', ['window', 'full'])
 def test_analytic_flops_match_xla(window):
   cfg = models.denoiser_config((3, 16, 16, 4), 64, 2, 2, window=window)
   runner = models.denoiser_runner(cfg, 2)

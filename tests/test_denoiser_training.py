@@ -202,6 +202,7 @@ def test_sampler_api_is_deterministic_and_conditional(trained):
     gen.sample([0], steps=2, sampler='euler')
 
 
+@pytest.mark.slow
 def test_pixel_conditioning_api(trained):
   """predict / image_to_video / extend / interpolate: inputs validated and
   resized, given frames returned unchanged, the given latent kept exactly

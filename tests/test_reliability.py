@@ -154,9 +154,8 @@ def _denoiser_config(data_dir, tokenizer_dir, cache, stop_at_step=0):
   return c
 
 
-@pytest.mark.parametrize('cached', [
-    pytest.param(False, marks=pytest.mark.slow, id='pixels'),
-    pytest.param(True, id='cache')])
+@pytest.mark.slow
+@pytest.mark.parametrize('cached', [False, True], ids=['pixels', 'cache'])
 def test_denoiser_resumed_equals_uninterrupted(sprites_data_dir,
                                                tokenizer_dir, tmp_path,
                                                cached):

@@ -100,6 +100,7 @@ def test_image_latent_is_first_latent_frame_of_any_video_starting_with_it(
                                np.asarray(image_latent), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunked_encode_and_decode_equal_whole(tiny):
   model, params, _, encode, decode = tiny
   video = jax.random.uniform(jax.random.key(4), (1, 13, 16, 16, 3),
@@ -236,6 +237,7 @@ def test_conv_implementations_agree_in_outputs_and_gradients(
                                atol=1e-4)
 
 
+@pytest.mark.slow
 def test_whole_tokenizer_is_the_same_function_with_im2col_convs(tiny):
   model, params, video, _, _ = tiny
   other = tok.Tokenizer(dataclasses.replace(model.config,

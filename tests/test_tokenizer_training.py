@@ -130,6 +130,15 @@ def test_checkpoint_restore_gives_the_final_state(sprites_data_dir,
   _assert_trees_equal(restored, final)
 
 
+def preemption_config(data_dir, total_steps):
+  """`_config` without eval, summaries or latent stats (params unchanged)."""
+  config = _config(data_dir, total_steps)
+  with config.unlocked():
+    config.eval_every = config.summary_every = 0
+    config.latent_stats.num_examples = 0
+  return config
+
+
 def test_preempted_job_saves_exits_0_and_resumes_exactly(
     sprites_data_dir, uninterrupted, tmp_path):
   """SIGTERM at whatever step the job is on: it saves that step and exits
@@ -153,7 +162,7 @@ def test_preempted_job_saves_exits_0_and_resumes_exactly(
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=300)[0]
   assert proc.returncode == 0, out[-3000:]
-  config = _config(sprites_data_dir, 30)
+  config = preemption_config(sprites_data_dir, 30)
   saved = int(_restore(config, workdir).step)
   assert target <= saved < 30, (target, saved)
   assert f'preempted: saved step {saved}' in out
