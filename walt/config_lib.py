@@ -99,6 +99,13 @@ def trainer_config(job: str) -> ConfigDict:
   # Stop after this many consecutive steps with a non-finite loss, gradient
   # or update; each such step is skipped inside the step function.
   c.max_bad_steps = 20
+  # Gradient accumulation: each step runs the batch as this many equal
+  # microbatches (activations of batch_size / microbatches at a time) and
+  # applies their mean gradient once: the same update as one big batch.
+  c.microbatches = 1
+  # A parameter of at least this many elements may not stay replicated on
+  # a mesh that shards parameters (fsdp or tensor > 1); 0: no check.
+  c.replicated_param_limit = 1 << 20
   c.data.crop = ml_collections.FieldReference(None, field_type=tuple)
   return c
 
@@ -152,6 +159,7 @@ def validate(config: ConfigDict, num_devices: int | None = None,
   shape = dict(zip(mesh_lib.MESH_AXES, mesh_lib.resolve_mesh_shape(
       config.mesh.to_dict(), num_devices)))
   check_batch_size(config, shape, 'batch_size')
+  check_microbatches(config, shape)
   if config.batch_size % num_processes:
     raise ValueError(f'batch_size={config.batch_size} is not divisible by '
                      f'{num_processes} processes')
@@ -209,6 +217,22 @@ def check_batch_size(config: ConfigDict, mesh_shape: dict[str, int],
         f'{field}={value} is not divisible by the batch sharding {parallel} '
         f'(mesh {mesh_shape}, batch axes {axes}): use a multiple of '
         f'{parallel} or change --config.mesh')
+
+
+def check_microbatches(config: ConfigDict, mesh_shape: dict[str, int]
+                       ) -> None:
+  """Each of `microbatches` slices of the batch is sharded like the batch:
+  batch_size / microbatches must divide by the batch sharding."""
+  k = config.get('microbatches', 1)
+  if k < 1:
+    raise ValueError(f'microbatches={k} must be >= 1')
+  parallel, axes = batch_parallelism(config, mesh_shape)
+  if config.batch_size % (k * parallel):
+    raise ValueError(
+        f'batch_size={config.batch_size} does not split into microbatches='
+        f'{k} slices divisible by the batch sharding {parallel} (mesh '
+        f'{mesh_shape}, batch axes {axes}): batch_size must be a multiple '
+        f'of {k * parallel}')
 
 
 def _resolution(res) -> tuple[int, int]:

@@ -42,9 +42,10 @@ def get_config(arg=None):
   c.tokenizer.update({'spatial_factor': 4, 'latent_channels': 16})
   # scan_unroll 0: the layer pairs as straight-line code (same params):
   # 16% faster steps on CPU (python -m walt.benchmark --suite=peer).
+  # float32: bfloat16 matmuls are slower on CPUs.
   c.model.update({'size': '', 'num_classes': 12, 'patch_size': 2,
                   'spatial_window': (0, 0), 'lora_rank': 2,
-                  'scan_unroll': 0})
+                  'scan_unroll': 0, 'dtype': 'float32'})
   c.diffusion.class_dropout = 0.1
   c.optimizer.update({'lr': 1e-3, 'warmup_steps': 200, 'weight_decay': 0.0,
                       'b2': 0.99, 'min_lr_ratio': 0.05})

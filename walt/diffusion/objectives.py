@@ -85,13 +85,14 @@ FRAME_COND_MODES = ('predict', 'image', 'interpolate')
 LOSS_WEIGHTINGS = ('none', 'min_snr')
 
 
-def sample_steps(rng: jax.Array, batch: int, num_steps: int,
+def sample_steps(rng: jax.Array, batch: int | tuple, num_steps: int,
                  c: ObjectiveConfig) -> jax.Array:
-  """Training steps t `[batch]` in [0, num_steps)."""
+  """Training steps t `[batch]` in [0, num_steps) (`batch=()`: one)."""
+  shape = (batch,) if isinstance(batch, int) else batch
   if c.t_sampling == 'uniform':
-    return jax.random.randint(rng, (batch,), 0, num_steps)
+    return jax.random.randint(rng, shape, 0, num_steps)
   u = jax.nn.sigmoid(c.t_logit_mean
-                     + c.t_logit_std * jax.random.normal(rng, (batch,)))
+                     + c.t_logit_std * jax.random.normal(rng, shape))
   return jnp.clip(jnp.floor(u * num_steps).astype(jnp.int32), 0,
                   num_steps - 1)
 
@@ -140,25 +141,37 @@ def sample_frame_modes(rng: jax.Array, c: ObjectiveConfig,
 def diffusion_loss(apply: Apply, params, rng: jax.Array,
                    schedule: sched_lib.Schedule, c: ObjectiveConfig,
                    x0: jax.Array, labels: jax.Array | None,
-                   is_image: jax.Array) -> tuple[jax.Array, dict]:
+                   is_image: jax.Array, example_ids: jax.Array | None = None
+                   ) -> tuple[jax.Array, dict]:
   """MSE between predicted and true v.
 
   x0: clean normalised latents `[b, t, h, w, c]`; labels int `[b, t]` (per
-  frame) or None; is_image bool `[b]`.
+  frame) or None; is_image bool `[b]`; example_ids int `[b]`: each example's
+  row in the step's whole batch (default: 0..b-1). Every random draw of an
+  example (t, noise, dropouts) comes from `fold_in(rng, its id)`, so a batch
+  split into microbatches (`walt.train.accumulate`) draws what the whole
+  batch would.
   """
   b = x0.shape[0]
-  k_t, k_eps, k_sc, k_drop, k_fc = jax.random.split(rng, 5)
-  t = sample_steps(k_t, b, schedule.num_steps, c)
-  eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+  if example_ids is None:
+    example_ids = jnp.arange(b, dtype=jnp.int32)
+  keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(rng, i), 5)
+                  )(example_ids)
+  k_t, k_eps, k_sc, k_drop, k_fc = (keys[:, i] for i in range(5))
+  t = jax.vmap(lambda k: sample_steps(k, (), schedule.num_steps, c))(k_t)
+  eps = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(
+      k_eps)
+  uniform = jax.vmap(jax.random.uniform)
   alpha, sigma = schedule.alpha_sigma(t)
   z = sched_lib.add_noise(x0, eps, alpha, sigma)
   if labels is not None and c.class_dropout > 0:
-    drop = jax.random.uniform(k_drop, (b,)) < c.class_dropout
+    drop = uniform(k_drop) < c.class_dropout
     labels = jnp.where(drop[:, None], c.null_class, labels)
   cond_latent = cond_mask = None
   predicted = jnp.ones(x0.shape[:2], x0.dtype)  # frames the loss covers
   if c.frame_cond_prob > 0:
-    mode = sample_frame_modes(k_fc, c, is_image)
+    mode = jax.vmap(lambda k, im: sample_frame_modes(k, c, im[None])[0])(
+        k_fc, is_image)
     cond_latent, cond_mask = frame_condition(
         x0, frame_mask(x0.shape[1], mode, c.frame_cond_frames))
     predicted = 1.0 - cond_mask
@@ -173,7 +186,7 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
   if c.self_cond_prob > 0:
     # The model's own x0 estimate (no gradient), given with probability p.
     v0 = jax.lax.stop_gradient(predict(jnp.zeros_like(x0)))
-    use = jax.random.uniform(k_sc, (b,)) < c.self_cond_prob
+    use = uniform(k_sc) < c.self_cond_prob
     est = sched_lib.x0_from_v(z, v0, alpha, sigma)
     self_cond = jnp.where(use[:, None, None, None, None], est, 0.0)
     metrics['self_cond_fraction'] = jnp.mean(use.astype(jnp.float32))

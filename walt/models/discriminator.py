@@ -77,5 +77,13 @@ class Discriminator(nn.Module):
     h = nn.leaky_relu(CausalConv3D(features, causal=False,
                                    name='conv_out')(h), 0.2)
     h = h.reshape(h.shape[0], -1)
-    h = nn.leaky_relu(nn.Dense(features, name='dense')(h), 0.2)
-    return nn.Dense(1, name='logit')(h)[:, 0]
+    # The flattened features make this the largest kernel: split like the
+    # denoiser's dense layers (fsdp on the input, tensor on the output).
+    dense = lambda f, axes, name: nn.Dense(
+        f, name=name,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                               axes[1:]))
+    h = nn.leaky_relu(dense(features, ('embed', 'mlp'), 'dense')(h), 0.2)
+    return dense(1, ('mlp', None), 'logit')(h)[:, 0]

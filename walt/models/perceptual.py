@@ -78,12 +78,26 @@ def load(path: str | None) -> Callable[[jax.Array, jax.Array], jax.Array] | None
     raise FileNotFoundError(
         f'perceptual weights {path} not found; see walt/models/perceptual.py '
         'for where to get and how to convert them')
-  net = ResNet50()
   flat = weight_files.load_npz(path)  # no pickle
   weight_files.check_shapes(flat, weight_files.flatten(variable_shapes()), path)
   variables = unflatten(flat)
+  return _loss(lambda: variables)
+
+
+def placeholder() -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The same loss with zero weights made inside the traced function: the
+  network's compute and memory without a weights file (what offline
+  compilation, `walt.tools.aot`, measures; its values mean nothing)."""
+  return _loss(lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                    variable_shapes()))
+
+
+def _loss(get_variables):
+  """`get_variables()` is called where the logits are traced."""
+  net = ResNet50()
 
   def logits(video):
+    variables = get_variables()
     b, t, h, w, c = video.shape
     frames = (video.reshape(b * t, h, w, c) + 1.0) * 0.5
     frames = jax.image.resize(frames, (b * t, 224, 224, c), 'bilinear')

@@ -38,7 +38,7 @@ DEFAULT_RULES: LogicalRules = (
     ('mlp', 'tensor'),
     ('heads', 'tensor'),
     ('kv', None),
-    ('conv_in', None),
+    ('conv_in', 'fsdp'),  # conv kernels: input channels like `embed`
     ('conv_out', 'tensor'),
     ('classes', None),
     ('norm', None),
@@ -75,6 +75,17 @@ def resolve_mesh_shape(sizes: Mapping[str, int], num_devices: int
         f'mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, '
         f'{num_devices} are available')
   return tuple(shape)
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """A `--mesh` flag, 'data:2,fsdp:4,tensor:1' -> {'data': 2, ...}."""
+  sizes = {}
+  for part in filter(None, text.split(',')):
+    name, _, value = part.partition(':')
+    if name not in MESH_AXES or not value.lstrip('-').isdigit():
+      raise ValueError(f'--mesh={text!r}: use data:D,fsdp:F,tensor:T')
+    sizes[name] = int(value)
+  return sizes
 
 
 def create_mesh(sizes: Mapping[str, int],

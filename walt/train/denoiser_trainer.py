@@ -39,6 +39,7 @@ from walt import media
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
+from walt.train import accumulate
 from walt.train import loop
 from walt.train import state as state_lib
 
@@ -83,10 +84,20 @@ def check_config(config, mesh_shape) -> None:
 VALIDATORS = (check_config,)
 
 
+def offline_task(config, mesh) -> 'DenoiserTask':
+  """The job's task with nothing read from disk, on `mesh` (whose devices
+  may be abstract): what `walt.tools.aot` and `describe --mesh` use."""
+  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  return DenoiserTask(config, '', mesh, rules, offline=True)
+
+
 class DenoiserTask:
   """Denoiser + frozen tokenizer; see `loop.Task`."""
 
-  def __init__(self, config, workdir: str, mesh, rules, tokenizer=None):
+  def __init__(self, config, workdir: str, mesh, rules, tokenizer=None,
+               offline: bool = False):
+    """`offline`: no tokenizer (nothing read from disk), the step trains on
+    cached latents: what `walt.tools.aot` compiles."""
     self.config = config
     self.workdir = workdir
     self.mesh, self.rules = mesh, rules
@@ -97,11 +108,14 @@ class DenoiserTask:
     self.objective = objectives.ObjectiveConfig.from_config(
         config.diffusion, self.model_config.num_classes)
     self.tx = loop.make_optimizer(config.optimizer, config.total_steps)
+    self.cached = bool(config.latents.cache) or offline
+    if offline:
+      self.tokenizer = self._generator = None
+      return
     self.tokenizer = tokenizer or tokenizer_lib.load_tokenizer(
         config.tokenizer.workdir, mesh)
     generator_lib.check_tokenizer(self.tokenizer, config,
                                   self.model_config.latent_shape)
-    self.cached = bool(config.latents.cache)
     # One generator for the job: its sampling functions compile once.
     self._generator = generator_lib.Generator(
         self.model, None, self.schedule, self.tokenizer, mesh, rules)
@@ -119,6 +133,14 @@ class DenoiserTask:
         self.config.data, name='latent_cache', data_dir=self.config.latents.cache,
         frames=self.model_config.latent_shape[0], crop=None, pixels=False,
         build=False)
+
+  def batch_shapes(self, batch_size: int) -> dict:
+    """What `train_step` reads, as `jax.ShapeDtypeStruct`s (latents)."""
+    t = self.model_config.latent_shape[0]
+    return {'latent': jax.ShapeDtypeStruct(
+                (batch_size, *self.model_config.latent_shape), jnp.float32),
+            'label': jax.ShapeDtypeStruct((batch_size, t), jnp.int32),
+            'is_image': jax.ShapeDtypeStruct((batch_size,), bool)}
 
   def prepare_batch(self, batch):
     """Pixel batch -> `{latent [b, t', h, w, c], label [b, t'], is_image}`."""
@@ -158,7 +180,8 @@ class DenoiserTask:
     if not self.model_config.num_classes:
       batch = {k: v for k, v in batch.items() if k != 'label'}
     return train_step(self.apply, self.schedule, self.objective, self.tx,
-                      self.config.seed, self.config.ema_decay, state, batch)
+                      self.config.seed, self.config.ema_decay, state, batch,
+                      self.config.get('microbatches', 1))
 
   # ------------------------------------------------------------------ hooks
   def eval_params(self, state):
@@ -279,15 +302,22 @@ def run(config, workdir: str, mode: str = 'train'):
 
 
 def train_step(apply, schedule, objective, tx, seed: int, ema_decay: float,
-               state, batch):
+               state, batch, microbatches: int = 1):
   """One denoiser update: the diffusion loss on `batch` (`latent [b, t, h,
-  w, c]`, `label [b, t]` or absent, `is_image [b]`), the optimizer and EMA.
-  The job's step, and the one `walt.benchmark` times."""
+  w, c]`, `label [b, t]` or absent, `is_image [b]`; in `microbatches`
+  slices), the optimizer and EMA. The job's step, and the one
+  `walt.benchmark` times."""
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  grads, metrics = jax.grad(
-      lambda p: objectives.diffusion_loss(
-          apply, p, rng, schedule, objective, batch['latent'],
-          batch.get('label'), batch['is_image']), has_aux=True)(state.params)
+
+  def grads_of(mb, example_ids):
+    grads, metrics = jax.grad(
+        lambda p: objectives.diffusion_loss(
+            apply, p, rng, schedule, objective, mb['latent'],
+            mb.get('label'), mb['is_image'], example_ids),
+        has_aux=True)(state.params)
+    return grads, metrics, None
+
+  grads, metrics, _ = accumulate.gradients(grads_of, batch, microbatches)
   return state_lib.guarded_apply_gradients(state, grads, tx, ema_decay,
                                            metrics)
 

@@ -13,6 +13,9 @@ A model plugs in a *task* object, built on the job's mesh (`task.mesh`,
     task.finalize(state, checkpointer)                  (host; after training)
     task.prepare_batch(batch) -> batch                  (optional; host, e.g.
                                                          frozen-encoder pass)
+    task.batch_shapes(batch_size) -> dict of ShapeDtypeStruct
+                                     (what train_step reads; offline
+                                     compilation, `abstract_step`)
 
 `run` is every trainer's entry point: `train`, or restore the latest
 checkpoint and run one of the task's other modes. The loop owns everything
@@ -92,6 +95,7 @@ def train(task: Task, config, workdir: str) -> Any:
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shardings, target = _abstract_state(task, rng, mesh, rules)
+    check_param_sharding(config, target, shardings, mesh)
     ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                  keep=config.keep_checkpoints)
     state, data_state, origin = ckpt_lib.resume_or_init(
@@ -103,8 +107,7 @@ def train(task: Task, config, workdir: str) -> Any:
     start = int(jax.device_get(state.step))
     logging.info('Train state from %s; step %d of %d', origin, start,
                  config.total_steps)
-    step_fn = jax.jit(task.train_step, out_shardings=(shardings, None),
-                      donate_argnums=(0,))
+    step_fn = _jit_step(task, shardings)
 
     logger = metrics_lib.MetricLogger(workdir, config.total_steps, start)
     eval_every = config.eval_every
@@ -203,6 +206,43 @@ def _abstract_state(task: Task, rng, mesh, rules):
   abstract = jax.eval_shape(task.init_state, rng)
   shardings = sharding_lib.tree_shardings(abstract, mesh, rules)
   return shardings, sharding_lib.abstract_target(abstract, shardings)
+
+
+def abstract_step(task: Task, config, batch_size: int | None = None,
+                  rng: jax.Array | None = None):
+  """The job's jitted train step and its abstract arguments (shapes and
+  shardings, nothing allocated): what `walt.tools.aot` lowers for a TPU
+  slice. Call under `jax.set_mesh(task.mesh)` and the task's rules (with
+  `rng` made outside it when the mesh's devices are abstract).
+
+  Returns:
+    (jitted step, abstract state, abstract batch).
+  """
+  batch_size = batch_size or config.batch_size
+  if rng is None:
+    rng = jax.random.key(config.seed)
+  shardings, target = _abstract_state(task, rng, task.mesh, task.rules)
+  batch_sharding = mesh_lib.batch_sharding(task.mesh, task.rules)
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+           for k, v in task.batch_shapes(batch_size).items()}
+  return _jit_step(task, shardings), target, batch
+
+
+def _jit_step(task: Task, shardings):
+  """The step as every job runs it: state donated, output state sharded
+  like the input."""
+  return jax.jit(task.train_step, out_shardings=(shardings, None),
+                 donate_argnums=(0,))
+
+
+def check_param_sharding(config, target, shardings, mesh) -> None:
+  """`sharding.check_param_sharding` on the model's params and extras (a
+  discriminator), with `config.replicated_param_limit`."""
+  limit = config.get('replicated_param_limit',
+                     sharding_lib.REPLICATED_PARAM_LIMIT)
+  sharding_lib.check_param_sharding((target.params, target.extra),
+                                    (shardings.params, shardings.extra),
+                                    mesh, limit)
 
 
 def restore_latest(task: Task, config, workdir: str, mesh, rules):

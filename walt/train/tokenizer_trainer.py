@@ -31,6 +31,7 @@ from walt.models import tokenizer_losses as losses
 from walt.models.discriminator import Discriminator
 from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
+from walt.train import accumulate
 from walt.train import loop
 from walt.train import state as state_lib
 
@@ -71,10 +72,21 @@ def _check_input(model, fields: str, frames: int, height: int, width: int):
 VALIDATORS = (check_config,)
 
 
+def offline_task(config, mesh) -> 'TokenizerTask':
+  """The job's task with nothing read from disk, on `mesh` (whose devices
+  may be abstract): what `walt.tools.aot` and `describe --mesh` use."""
+  rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
+  return TokenizerTask(config, '', mesh, rules, offline=True)
+
+
 class TokenizerTask:
   """Autoencoder + optional discriminator; see `loop.Task`."""
 
-  def __init__(self, config, workdir: str, mesh, rules):
+  def __init__(self, config, workdir: str, mesh, rules,
+               offline: bool = False):
+    """`offline`: nothing read from disk (the perceptual network, when the
+    config uses one, gets zero weights of its real shapes): what
+    `walt.tools.aot` compiles."""
     self.config = config
     self.workdir = workdir
     self.mesh, self.rules = mesh, rules
@@ -89,7 +101,10 @@ class TokenizerTask:
     self.tx = loop.make_optimizer(config.optimizer, config.total_steps)
     self.disc_tx = loop.make_optimizer(config.disc_optimizer,
                                        config.total_steps)
-    self.perceptual = perceptual_lib.load(loss.perceptual_weights)
+    if offline and loss.perceptual_weight > 0:
+      self.perceptual = perceptual_lib.placeholder()
+    else:
+      self.perceptual = perceptual_lib.load(loss.perceptual_weights)
     if self.perceptual is None and loss.perceptual_weight > 0:
       logging.warning(
           'Perceptual loss is off: no weights file (config.loss.'
@@ -114,6 +129,11 @@ class TokenizerTask:
                'lecam_real': jnp.zeros(()), 'lecam_fake': jnp.zeros(())}
     return state_lib.TrainState.create(params, self.tx, ema=True, extra=extra)
 
+  def batch_shapes(self, batch_size: int) -> dict:
+    """What `train_step` reads, as `jax.ShapeDtypeStruct`s."""
+    return {'video': jax.ShapeDtypeStruct(
+        (batch_size, *self.example.shape[1:]), jnp.float32)}
+
   # ------------------------------------------------------------------- step
   def train_step(self, state, batch):
     c = self.config.loss
@@ -122,7 +142,7 @@ class TokenizerTask:
     gan_on = state.step >= c.gan_start
     disc_params = state.extra.get('disc_params')
 
-    def generator_loss(params):
+    def generator_loss(params, video):
       recon, post = self.model.apply({'params': params}, video, sample=True,
                                      rngs={'sample': rng})
       l2 = jnp.mean(jnp.square(recon - video))
@@ -152,12 +172,18 @@ class TokenizerTask:
       metrics['loss'] = total
       return total, (recon, metrics)
 
-    grads, (recon, metrics) = jax.grad(generator_loss, has_aux=True)(
-        state.params)
+    def generator_grads(mb, example_ids):
+      del example_ids  # (a KL tokenizer's posterior noise: drawn per slice)
+      grads, (recon, metrics) = jax.grad(generator_loss, has_aux=True)(
+          state.params, mb['video'])
+      return grads, metrics, recon
+
+    k = self.config.get('microbatches', 1)
+    grads, metrics, recon = accumulate.gradients(generator_grads, batch, k)
     extra = state.extra
     if self.disc is not None:
       extra, d_metrics = jax.lax.cond(
-          gan_on, self._disc_update,
+          gan_on, lambda e, v, r: self._disc_update(e, v, r, k),
           lambda e, v, r: (e, _zero_disc_metrics()), state.extra, video,
           jax.lax.stop_gradient(recon))
       metrics.update(d_metrics)
@@ -165,10 +191,10 @@ class TokenizerTask:
     return state_lib.guarded_apply_gradients(
         state, grads, self.tx, self.config.ema_decay, metrics, extra=extra)
 
-  def _disc_update(self, extra, real, fake):
+  def _disc_update(self, extra, real, fake, microbatches: int = 1):
     c = self.config.loss
 
-    def disc_loss(d_params):
+    def disc_loss(d_params, real, fake):
       apply = lambda x: self.disc.apply({'params': d_params}, x)
       r1, real_logits = losses.r1_penalty(apply, real)
       fake_logits = apply(fake)
@@ -179,8 +205,15 @@ class TokenizerTask:
       return total, (real_logits, fake_logits,
                      {'d_loss': total, 'd_adv': adv, 'r1': r1, 'lecam': reg})
 
-    grads, (real_logits, fake_logits, metrics) = jax.grad(
-        disc_loss, has_aux=True)(extra['disc_params'])
+    def disc_grads(mb, example_ids):
+      del example_ids
+      grads, (real_logits, fake_logits, metrics) = jax.grad(
+          disc_loss, has_aux=True)(extra['disc_params'], mb['real'],
+                                   mb['fake'])
+      return grads, metrics, (real_logits, fake_logits)
+
+    grads, metrics, (real_logits, fake_logits) = accumulate.gradients(
+        disc_grads, {'real': real, 'fake': fake}, microbatches)
     updates, opt_state = self.disc_tx.update(grads, extra['disc_opt_state'],
                                              extra['disc_params'])
     decay = c.lecam_decay
