@@ -6,7 +6,7 @@
 #   launch/tpu_vm.sh [--dry-run] create           # TPU ZONE ACCELERATOR
 #   launch/tpu_vm.sh [--dry-run] setup            # TPU ZONE REPO [BRANCH]
 #   launch/tpu_vm.sh [--dry-run] run --config=configs/walt/k600.py \
-#       --workdir=gs://BUCKET/k600                 # TPU ZONE
+#       --workdir=/mnt/bucket/k600   # TPU ZONE (gcsfuse mount; gs:// later)
 #   launch/tpu_vm.sh [--dry-run] logs             # TPU ZONE [WORKER] [LOG_LINES]
 #   launch/tpu_vm.sh [--dry-run] delete           # TPU ZONE
 #

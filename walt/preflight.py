@@ -75,9 +75,24 @@ def check(config, workdir: str, mode: str = 'train') -> None:
   if job in MODES and mode not in MODES[job]:
     raise ValueError(f'--mode={mode}: the {job} job has modes '
                      f'{", ".join(MODES[job])}')
+  check_local(workdir, '--workdir')
   problems = missing_inputs(config, workdir, mode)
   if problems:
     raise MissingInputs(job, mode, problems)
+
+
+def check_local(path: str, field: str) -> None:
+  """Object-store URIs are refused until every file a job writes goes
+  through one path layer: today metrics, results and samples would land in
+  a local folder named `gs:`. A bucket mounted as a directory (gcsfuse)
+  works."""
+  scheme = str(path or '').split('://', 1)[0]
+  if '://' in str(path or '') and scheme:
+    raise ValueError(
+        f'{field}={path}: {scheme}:// paths are not supported yet (metrics, '
+        'results and samples are written with local file I/O and would land '
+        f'in a local folder named "{scheme}:"). Use a local path or mount the '
+        'bucket (e.g. gcsfuse) and give its mount point.')
 
 
 def missing_inputs(config, workdir: str, mode: str = 'train') -> list[str]:

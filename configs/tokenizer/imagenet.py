@@ -3,7 +3,7 @@ multipliers (1, 1, 2, 4), 2D kernels (an image is a 1-frame video). Its
 weights can initialise a video tokenizer by inflation
 (`walt.models.tokenizer.inflate_image_params`).
 
-    python -m walt.main --config=configs/tokenizer/imagenet.py --workdir=gs://...
+    python -m walt.main --config=configs/tokenizer/imagenet.py --workdir=DIR
 """
 
 from walt import config_lib

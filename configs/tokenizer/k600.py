@@ -1,6 +1,6 @@
 r"""The paper's Kinetics-600 video tokenizer: 17x128x128 -> 5x16x16x8.
 
-    python -m walt.main --config=configs/tokenizer/k600.py --workdir=gs://...
+    python -m walt.main --config=configs/tokenizer/k600.py --workdir=DIR
 """
 
 from walt import config_lib

@@ -1,7 +1,7 @@
 r"""The paper's UCF-101 video tokenizer (MAGVIT-v2 architecture): 17x128x128
 -> 5x16x16x8.
 
-    python -m walt.main --config=configs/tokenizer/ucf101.py --workdir=gs://...
+    python -m walt.main --config=configs/tokenizer/ucf101.py --workdir=DIR
 
 Needs a UCF-101 tfds build (`data.name`); batch 256, Adam(0, 0.99) at 1e-4.
 """
