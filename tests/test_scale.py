@@ -305,8 +305,10 @@ def test_aot_compiles_for_a_tpu_slice():
   stops the CLI with exit 1 and the levers to pull."""
   pytest.importorskip('libtpu', reason="needs pip install 'jax[tpu]'")
   from walt.tools import aot
-  config = _denoiser_config({'data': 2, 'fsdp': 2})
+  # Microbatches too: the FLOPs must still be the whole batch's.
+  config = _denoiser_config({'data': 2, 'fsdp': 2}, microbatches=2)
   report = aot.run(config, 'v5e:2x2', sampler=True, sample_batch_size=8)
+  assert report['microbatches'] == 2
   assert report['devices'] == 4 and report['device_kind'] == 'TPU v5 lite'
   assert report['mesh'] == {'data': 2, 'fsdp': 2, 'tensor': 1}
   assert report['hbm_bytes'] == 16 << 30 and report['fits']
@@ -334,8 +336,15 @@ def test_aot_cli_stops_when_the_step_does_not_fit(monkeypatch, capsys):
     aot.main([])
   assert e.value.code == 1
   err = capsys.readouterr().err
-  assert 'does not fit: 40.00 GiB per device > 16.00 GiB' in err
+  assert 'does not fit on v5e:4x4: 40.00 GiB per device > 16.00 GiB' in err
   assert 'microbatches' in err
+  # XLA itself refuses to compile (temporaries over HBM): its message.
+  report.pop('per_device_peak_bytes')
+  report['error'] = 'Ran out of memory on HBM, ... (22.29G) ... (15.75G).'
+  with pytest.raises(SystemExit):
+    aot.main([])
+  assert 'does not fit on v5e:4x4: XLA: Ran out of memory' in (
+      capsys.readouterr().err)
 
 
 def tokenizer_task(mesh_sizes, devices=None):

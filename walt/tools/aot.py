@@ -38,6 +38,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'v5p-8')
 os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
 os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
+# Compiling opens no chip: several compiles may run at once (libtpu's lock
+# file would refuse the second).
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -99,10 +102,14 @@ def topology_devices(name: str):
     topology = topologies.get_topology_desc(platform='tpu',
                                             topology_name=name)
   except Exception as e:  # pylint: disable=broad-except
+    try:
+      import libtpu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      raise ValueError(f"--topology={name!r}: needs libtpu (pip install "
+                       "'jax[tpu]'); no TPU is needed") from None
     raise ValueError(
-        f'--topology={name!r}: {str(e).splitlines()[0]}. It needs libtpu '
-        "(pip install 'jax[tpu]') and a name like v5p:4x4x4 or "
-        'v5e:4x4') from None
+        f'--topology={name!r}: {str(e).splitlines()[0]} (names look like '
+        'v5p:4x4x4, v5e:4x4, v4:2x2x2, v6e:4x4)') from None
   chips = math.prod(int(n) for n in name.split(':')[-1].split('x'))
   return list(topology.devices), chips
 
@@ -190,15 +197,31 @@ def compile_train_step(config, devices, batch_size: int | None = None):
       return step.lower(state, batch), task
 
   lowered, task = lower(config, mesh)
-  compiled = lowered.compile()
-  # The global FLOPs do not depend on the backend or the mesh: count them
-  # on the host's CPU (lowered, not compiled) with the layers unrolled.
+  compiled = _compile(lowered)
+  # The global FLOPs do not depend on the backend, the mesh or microbatches:
+  # count them on the host's CPU (lowered, not compiled) with the layers
+  # unrolled and one batch (XLA counts a scan's body once).
   host = config.copy_and_resolve_references()
   with host.unlocked():
     host.mesh = {'data': 1}
+    host.microbatches = 1
   flops_lowered, _ = lower(_unrolled(host), mesh_lib.create_mesh(
       {'data': 1}, jax.devices('cpu')[:1]))
   return compiled, flops_lowered, mesh, task
+
+
+class DoesNotFit(Exception):
+  """XLA refused to compile: the step needs more HBM than a device has."""
+
+
+def _compile(lowered):
+  try:
+    return lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    raise DoesNotFit(str(e).split('RESOURCE_EXHAUSTED:', 1)[-1].strip()
+                     ) from None
 
 
 def compile_sampler(task, config, batch_size: int):
@@ -233,9 +256,9 @@ def compile_sampler(task, config, batch_size: int):
                              schedule, e.steps, guidance=e.guidance,
                              self_condition=task.model_config.self_conditioning)
 
-    return jax.jit(run).lower(params, noise, labels,
+    return _compile(jax.jit(run).lower(params, noise, labels,
                               jax.ShapeDtypeStruct(rng.shape, rng.dtype)
-                              ).compile()
+                              ))
 
 
 def run(config, topology: str, mesh_text: str = '', batch_size: int = 0,
@@ -255,15 +278,22 @@ def run(config, topology: str, mesh_text: str = '', batch_size: int = 0,
     with config.unlocked():
       config.batch_size = batch_size
   started = time.time()
-  compiled, flops_lowered, mesh, task = compile_train_step(config, devices,
-                                                           batch_size)
   report = {'job': config.job, 'topology': topology, 'device_kind': kind,
             'devices': len(devices), 'chips': chips,
-            'mesh': dict(zip(mesh_lib.MESH_AXES,
-                             map(int, mesh.devices.shape))),
             'batch_size': batch_size,
             'microbatches': config.get('microbatches', 1),
             'dtype': str(config.model.get('dtype', 'float32'))}
+  if chip is not None:
+    report['hbm_bytes'] = int(chip.hbm_bytes * share)
+  try:
+    compiled, flops_lowered, mesh, task = compile_train_step(
+        config, devices, batch_size)
+  except DoesNotFit as e:
+    # XLA stops before a memory analysis exists: its message has the sizes.
+    report.update({'fits': False, 'error': str(e),
+                   'compile_seconds': round(time.time() - started, 1)})
+    return report
+  report['mesh'] = dict(zip(mesh_lib.MESH_AXES, map(int, mesh.devices.shape)))
   report.update(compile_report(compiled, flops_lowered, len(devices), chip,
                                share))
   report['compile_seconds'] = round(time.time() - started, 1)
@@ -273,8 +303,11 @@ def run(config, topology: str, mesh_text: str = '', batch_size: int = 0,
     if config.job != 'walt':
       raise ValueError('--sampler: only the denoiser (job walt) samples')
     n = sample_batch_size or batch_size
-    s_report = compile_report(compile_sampler(task, config, n), None,
-                              len(devices), chip, share)
+    try:
+      s_report = compile_report(compile_sampler(task, config, n), None,
+                                len(devices), chip, share)
+    except DoesNotFit as e:
+      s_report = {'fits': False, 'error': str(e)}
     report['sampler'] = {'batch_size': n, 'sampler': config.eval.sampler,
                          'steps': config.eval.steps, **s_report}
   return report
@@ -296,10 +329,14 @@ def main(argv):
         v = _gib(v)
       print(f'{k:>28}: {v}')
   if report.get('fits') is False:
-    print(f'does not fit: {_gib(report["per_device_peak_bytes"])} per device '
-          f'> {_gib(report["hbm_bytes"])} HBM on {report["topology"]} '
-          '(raise fsdp/tensor, add --config.microbatches, use bf16, or '
-          'turn on model.remat)', file=sys.stderr)
+    if 'per_device_peak_bytes' in report:
+      why = (f'{_gib(report["per_device_peak_bytes"])} per device > '
+             f'{_gib(report["hbm_bytes"])} HBM')
+    else:
+      why = f'XLA: {report.get("error")}'
+    print(f'does not fit on {report["topology"]}: {why} (raise fsdp/tensor, '
+          'add --config.microbatches, use bf16, or turn on model.remat)',
+          file=sys.stderr)
     sys.exit(1)
 
 
