@@ -179,8 +179,12 @@ def build_task(config, mesh):
 
 
 def compile_train_step(config, devices, batch_size: int | None = None):
-  """(compiled step, lowered unrolled step, mesh) for `devices` (abstract
-  TPU devices, or real ones)."""
+  """(compiled step, the lowered step whose FLOPs count, mesh, task) for
+  `devices` (abstract TPU devices, or real ones).
+
+  Raises:
+    DoesNotFit: XLA refused the step for lack of HBM.
+  """
   sizes = config.mesh.to_dict()
   mesh = mesh_lib.create_mesh(sizes, devices)
   config_lib.validate(config, num_devices=len(devices), num_processes=1,
