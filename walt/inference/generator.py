@@ -204,6 +204,14 @@ class Generator:
       self._compiled[key] = jax.jit(run)
     return self._compiled[key]
 
+  def latent_sampler(self, sampler: str, steps: int, eta: float = 0.0,
+                     guidance: 'float | sampling.Guidance' = 1.0):
+    """The jitted class-conditional sampling function `run(params, None,
+    noise, rng, labels, None, None) -> latents` that `sample_latents` calls
+    (no frames, no decoding): what `walt.tools.aot` compiles."""
+    return self._fn(sampler, steps, eta, sampling.Guidance.of(guidance),
+                    decode=False, frame_cond=False)
+
   @property
   def num_compiled(self) -> int:
     """Sampling functions compiled so far (one per distinct setting)."""

@@ -51,7 +51,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from walt import config_lib  # noqa: E402
 from walt import jobs  # noqa: E402
-from walt.diffusion import sampling  # noqa: E402
+from walt.inference import generator as generator_lib  # noqa: E402
 from walt.parallel import mesh as mesh_lib  # noqa: E402
 from walt.train import loop  # noqa: E402
 
@@ -229,58 +229,41 @@ def _compile(lowered):
 
 
 def compile_sampler(task, config, batch_size: int):
-  """One sampling call of the denoiser (eval sampler, steps and guidance)
-  on abstract EMA params, compiled (its memory; no FLOP count: XLA counts
-  the sampling loop's body once)."""
+  """One call of the job's own sampling function (`Generator.latent_sampler`:
+  eval sampler, steps and guidance; conditional and unconditional passes as
+  one forward) on abstract EMA params, compiled (its memory; no FLOP count:
+  XLA counts the sampling loop's body once)."""
   e = config.eval
-  model, schedule = task.model, task.schedule
-  latent = task.model_config.latent_shape
-  classes = task.model_config.num_classes
+  generator = generator_lib.Generator(task.model, None, task.schedule, None,
+                                      task.mesh, task.rules)
+  run = generator.latent_sampler(e.sampler, e.steps, e.eta, e.guidance)
   rng = jax.random.key(config.seed)
   with jax.set_mesh(task.mesh), nn.logical_axis_rules(task.rules):
     _, state, _ = loop.abstract_step(task, config, batch_size, rng)
     params = state.ema_params if state.ema_params is not None else state.params
     batch_sharding = mesh_lib.batch_sharding(task.mesh, task.rules)
-    noise = jax.ShapeDtypeStruct((batch_size, *latent), jnp.float32,
-                                 sharding=batch_sharding)
-    labels = jax.ShapeDtypeStruct((batch_size,), jnp.int32,
-                                  sharding=batch_sharding)
-
-    def run(params, noise, labels, sample_rng):
-      def denoise(z, t, x0_sc, variants):
-        outs = []
-        for class_given, _ in variants:
-          y = labels if class_given else jnp.full_like(labels, classes)
-          outs.append(model.apply({'params': params}, z,
-                                  schedule.time_input(t),
-                                  labels=y if classes else None,
-                                  self_cond=x0_sc))
-        return jnp.stack(outs)
-      return sampling.sample(e.sampler, denoise, noise, sample_rng,
-                             schedule, e.steps, guidance=e.guidance,
-                             self_condition=task.model_config.self_conditioning)
-
-    return _compile(jax.jit(run).lower(params, noise, labels,
-                              jax.ShapeDtypeStruct(rng.shape, rng.dtype)
-                              ))
+    noise = jax.ShapeDtypeStruct((batch_size, *task.model_config.latent_shape),
+                                 jnp.float32, sharding=batch_sharding)
+    labels = (jax.ShapeDtypeStruct((batch_size,), jnp.int32,
+                                   sharding=batch_sharding)
+              if task.model_config.num_classes else None)
+    key = jax.ShapeDtypeStruct(rng.shape, rng.dtype)
+    return _compile(run.lower(params, None, noise, key, labels, None, None))
 
 
 def run(config, topology: str, mesh_text: str = '', batch_size: int = 0,
         sampler: bool = False, sample_batch_size: int = 0) -> dict:
   """The report (see the module doc) as a dict."""
-  if mesh_text:
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
+  batch_size = batch_size or config.batch_size
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.batch_size = batch_size
+    if mesh_text:
       config.mesh = mesh_lib.parse_mesh(mesh_text)
   devices, chips = topology_devices(topology)
   kind = devices[0].device_kind
   chip = CHIPS.get(kind)
   share = chips / len(devices)
-  batch_size = batch_size or config.batch_size
-  if batch_size != config.batch_size:
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-      config.batch_size = batch_size
   started = time.time()
   report = {'job': config.job, 'topology': topology, 'device_kind': kind,
             'devices': len(devices), 'chips': chips,

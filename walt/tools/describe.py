@@ -61,17 +61,15 @@ def state_bytes(config, sizes: dict[str, int]) -> dict:
   abstract = jax.eval_shape(task.init_state, jax.random.key(0))
   shardings = sharding_lib.tree_shardings(abstract, mesh, task.rules)
   state = sharding_lib.strip_boxes(abstract)
-  nbytes = lambda tree, s: sharding_lib.shard_bytes(tree, s)
-  params = (nbytes(state.params, shardings.params)
-            + nbytes(state.ema_params, shardings.ema_params))
-  optimizer = (nbytes(state.opt_state, shardings.opt_state)
-               + nbytes(state.extra, shardings.extra))
-  total = sharding_lib.shard_bytes
+  nbytes = sharding_lib.shard_bytes  # (tree, shardings or None = whole)
+  params = lambda t: (t.params, t.ema_params)
+  optimizer = lambda t: (t.opt_state, t.extra)
   return {'mesh': dict(zip(mesh_lib.MESH_AXES, shape)),
-          'per_device_param_bytes': params,
-          'per_device_optimizer_bytes': optimizer,
-          'total_param_bytes': total((state.params, state.ema_params)),
-          'total_optimizer_bytes': total((state.opt_state, state.extra))}
+          'per_device_param_bytes': nbytes(params(state), params(shardings)),
+          'per_device_optimizer_bytes': nbytes(optimizer(state),
+                                               optimizer(shardings)),
+          'total_param_bytes': nbytes(params(state)),
+          'total_optimizer_bytes': nbytes(optimizer(state))}
 
 
 def main(argv):
