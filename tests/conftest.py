@@ -89,3 +89,56 @@ class CompileCounter:
 
   def __exit__(self, *exc):
     _COUNTERS.remove(self)
+
+
+GCS_BUCKET = 'walt-test'
+
+
+@pytest.fixture(scope='session')
+def gcs_emulator(tmp_path_factory):
+  """A local Google Cloud Storage server (`tests/gcs_server.py`, in memory)
+  holding bucket `walt-test`: a real non-local file system for `gs://`
+  paths. Returns the environment that routes this process's and child
+  processes' `gs://` I/O to it: gcsfs (epath's fsspec backend, forced with
+  EPATH_USE_TF=false since TensorFlow is installed for the tests) and
+  tensorstore (Orbax's arrays)."""
+  import socket
+  import subprocess
+  import sys
+  import time
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  log = tmp_path_factory.mktemp('gcs') / 'emulator.log'
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(log, 'w') as out:
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'tests.gcs_server', str(port), GCS_BUCKET],
+        stdout=out, stderr=out, cwd=root)
+  url = f'http://localhost:{port}'
+  env = {'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url,
+         'EPATH_USE_TF': 'false', 'GOOGLE_CLOUD_PROJECT': 'walt-test'}
+  deadline = time.time() + 30
+  while proc.poll() is None and time.time() < deadline:
+    with socket.socket() as s:
+      if s.connect_ex(('localhost', port)) == 0:
+        break
+    time.sleep(0.2)
+  else:
+    proc.kill()
+    pytest.fail(f'the storage emulator did not start: {log.read_text()}')
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  from etils.epath import gpath
+  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
+  try:
+    yield env
+  finally:
+    proc.kill()
+    proc.wait()
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+    gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access

@@ -12,7 +12,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 # Layers, lowest first: a module may import its own layer and lower ones.
 LAYERS = [
     {'walt.parallel', 'walt.config_lib', 'walt.defaults', 'walt.media',
-     'walt.checkpoint', 'walt.weight_files'},
+     'walt.checkpoint', 'walt.weight_files', 'walt.storage'},
     {'walt.models', 'walt.diffusion', 'walt.data'},
     {'walt.inference', 'walt.sampler'},
     {'walt.evaluation'},

@@ -4,6 +4,7 @@ full attention, parameter counts of the paper's sizes, scan == unrolled."""
 import dataclasses
 import importlib.util
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from walt.models import attention
 from walt.models import denoiser as dn
+from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
 from walt.train import denoiser_trainer
 
@@ -142,26 +144,85 @@ def test_full_window_is_full_attention(tokens):
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=2e-5)
 
 
-def test_attend_matches_jax_attention_with_bias_and_mask():
-  b, n, length, heads, d = 2, 3, 8, 2, 4
+def _attention_inputs():
+  b, n, length, heads, d = 4, 3, 8, 2, 4
   q, k, v = jax.random.normal(jax.random.key(0), (3, b, n, length, heads, d))
   bias = jax.random.normal(jax.random.key(1), (heads, length, length))
-  frame = np.arange(length) // 4
-  same = jnp.asarray(frame[:, None] == frame[None])
-  is_image = jnp.asarray([True, False])
-  mask = jnp.logical_or(same, ~is_image[:, None, None])[:, None, None]
-  ours = attention.attend(q, k, v, bias, mask)
+  # Samples 0 and 2 are image stacks of 2 frames (4 tokens each), 1 and 3
+  # videos.
+  segments = jnp.asarray([np.arange(length) // 4, np.zeros(length, int)] * 2)
+  return q, k, v, bias, segments
+
+
+def test_attend_matches_jax_attention_with_bias_and_mask():
+  q, k, v, bias, segments = _attention_inputs()
+  b, n, length, heads, d = q.shape
+  ours = attention.attend(q, k, v, bias, segments)
   flat = lambda a: a.reshape(b * n, length, heads, d)
+  same = segments[:, :, None] == segments[:, None, :]
   ref = jax.nn.dot_product_attention(
       flat(q), flat(k), flat(v), bias=bias[None],
-      mask=jnp.repeat(mask[:, 0], n, axis=0)).reshape(ours.shape)
+      mask=jnp.repeat(same[:, None], n, axis=0)).reshape(ours.shape)
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)
   # The image sample's first frame never sees its second frame.
   moved = attention.attend(q, k.at[:, :, 4:].add(3.0), v.at[:, :, 4:].add(3.0),
-                           bias, mask)
+                           bias, segments)
   np.testing.assert_allclose(np.asarray(moved[0, :, :4]),
                              np.asarray(ours[0, :, :4]), atol=1e-6)
   assert float(jnp.abs(moved[1, :, :4] - ours[1, :, :4]).max()) > 1e-3
+
+
+def _value_and_grads(fn):
+  q, k, v, bias, segments = _attention_inputs()
+  cot = jax.random.normal(jax.random.key(2), q.shape)
+  out, vjp = jax.vjp(lambda *a: fn(*a, segments), q, k, v, bias)
+  return (out,) + vjp(cot)
+
+
+def _assert_same_attention(got, expected):
+  for name, g, e in zip(('out', 'dq', 'dk', 'dv', 'dbias'), got, expected):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=2e-5,
+                               err_msg=name)
+
+
+def test_cudnn_attention_path_gives_the_same_outputs_and_gradients():
+  """`model.attention=cudnn`: its reshapes and masks, run with jax.nn's XLA
+  reference here (no GPU), equal the XLA path forward and backward."""
+  _assert_same_attention(
+      _value_and_grads(lambda *a: attention.dot_product_attention(
+          *a, implementation=None)),
+      _value_and_grads(attention.attend))
+  q, k, v, bias, segments = _attention_inputs()
+  with pytest.raises(ValueError, match="model.attention='flash'"):
+    attention.attend(q, k, v, bias, segments, kernel='flash')
+
+
+@pytest.mark.slow
+def test_pallas_tpu_attention_gives_the_same_outputs_and_gradients():
+  """`model.attention=pallas`: the TPU flash-attention kernel, run in
+  Pallas' TPU interpreter, with windows padded to its 128-token tiles,
+  equals the XLA path forward and backward (bias gradient included)."""
+  from jax.experimental.pallas import tpu as pltpu
+  expected = _value_and_grads(attention.attend)
+  with pltpu.force_tpu_interpret_mode():
+    _assert_same_attention(_value_and_grads(
+        lambda *a: attention.attend(*a, kernel='pallas')), expected)
+
+
+def test_per_device_attention_blocks_on_a_mesh_equal_the_whole():
+  """On a mesh the Pallas kernel runs per device block (shard_map: XLA
+  cannot partition a Mosaic kernel): batch over data x fsdp, heads over
+  tensor; the bias gradient sums over the batch shards. Checked with the
+  XLA attention inside the same wrapper (the kernel itself: above, and
+  compiled for TPU in test_scale.py)."""
+  expected = _value_and_grads(attention.attend)
+  per_shard = lambda *a: attention._per_shard(attention._attend_xla, *a)  # pylint: disable=protected-access
+  mesh = mesh_lib.create_mesh({'data': 2, 'fsdp': 2, 'tensor': 2})
+  with jax.set_mesh(mesh), nn.logical_axis_rules(mesh_lib.DEFAULT_RULES):
+    got = jax.jit(lambda: _value_and_grads(per_shard))()
+    text = jax.jit(lambda: _value_and_grads(per_shard)).lower().as_text()
+  assert 'shard_map' in text or 'manual' in text.lower()
+  _assert_same_attention(got, expected)
 
 
 def test_windows_are_reshapes_that_invert():

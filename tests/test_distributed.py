@@ -44,7 +44,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_build_one_global_batch_from_disjoint_slices(
+def test_two_processes_build_the_one_process_global_batches(
     sprites_data_dir, tmp_path):
   port = _free_port()
   env = {**os.environ, 'PYTHONPATH': ROOT}
@@ -63,23 +63,18 @@ def test_two_processes_build_one_global_batch_from_disjoint_slices(
   assert r0['process_count'] == 2
   assert r0['batches'] == r1['batches']  # one global view on both processes
 
-  # The global batch is process 0's host batch followed by process 1's, each
-  # from its own slice of the records, equal to the single-process pipeline
-  # told to play that process.
+  # The global batches are those of the 1-process pipeline: process 0 read
+  # the first half of each, process 1 the second.
   spec = pipeline.DataSpec(name=TINY_DATASET, data_dir=sprites_data_dir,
                            frames=5, resolution=(32, 32), image_fraction=0.25)
-  hosts = [pipeline.make_dataset(spec, global_batch_size=8, seed=5,
-                                 process_index=i, process_count=2)
-           for i in range(2)]
+  one = pipeline.make_dataset(spec, global_batch_size=8, seed=5,
+                              process_index=0, process_count=1)
   for step, got in enumerate(r0['batches']):
     assert got['shape'] == [8, 5, 32, 32, 3]
-    records = np.asarray(got['records'])
-    assert np.all(records[:4] % 2 == 0) and np.all(records[4:] % 2 == 1)
-    expected = [hosts[i][step] for i in range(2)]
-    np.testing.assert_array_equal(
-        records, np.concatenate([e['record'] for e in expected]))
-    video_sum = sum(float(e['video'].sum(dtype=np.float64)) for e in expected)
-    assert got['video_sum'] == pytest.approx(video_sum, rel=1e-5)
+    expected = one[step]
+    np.testing.assert_array_equal(got['records'], expected['record'])
+    assert got['video_sum'] == pytest.approx(
+        float(expected['video'].sum(dtype=np.float64)), rel=1e-5)
   assert r0['state'] == r1['state'] == {'next_index': 3}
 
 
@@ -130,3 +125,51 @@ def test_a_hung_process_stops_the_others_after_the_heartbeat_timeout(hung):
   assert survivor.returncode != 0, log[-3000:]
   assert 'heartbeat' in log.lower() or 'coordination' in log.lower(), (
       log[-3000:])
+
+
+@pytest.mark.slow
+def test_two_process_run_logs_the_losses_of_a_one_process_run(
+    sprites_data_dir, tokenizer_dir, tmp_path):
+  """`launch/local_multiprocess.sh 2` (4 fake devices each) trains a tiny
+  denoiser with the losses of one process with 8 devices: the same global
+  batches, the same per-example noise, the same mesh."""
+  flags = [
+      '--config=configs/walt/sprites.py:quick',
+      f'--config.data.name={TINY_DATASET}',
+      f'--config.data.data_dir={sprites_data_dir}', '--config.data.frames=5',
+      f'--config.tokenizer.workdir={tokenizer_dir}',
+      '--config.model.num_layers=2', '--config.model.width=32',
+      '--config.model.num_heads=2', '--config.model.self_conditioning=True',
+      '--config.diffusion.self_cond_prob=0.5',
+      '--config.diffusion.frame_cond_prob=0.5',
+      '--config.diffusion.frame_cond_frames=1',
+      '--config.mesh.fsdp=2', '--config.batch_size=16',
+      '--config.total_steps=4', '--config.log_every=1',
+      '--config.checkpoint_every=4', '--config.eval_every=0']
+  env = {**os.environ, 'PYTHONPATH': ROOT}
+  env.pop('XLA_FLAGS', None)
+  one = str(tmp_path / 'one')
+  r = subprocess.run(
+      [sys.executable, '-m', 'walt.main', *flags, f'--workdir={one}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env={**env, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert r.returncode == 0, r.stderr[-3000:]
+  two = str(tmp_path / 'two')
+  r = subprocess.run(
+      ['bash', 'launch/local_multiprocess.sh', '2', *flags,
+       f'--workdir={two}'], cwd=ROOT, capture_output=True, text=True,
+      timeout=900, env={**env, 'WALT_COORDINATOR_PORT': str(_free_port()),
+                        'WALT_DEVICES_PER_PROCESS': '4'})
+  assert r.returncode == 0, r.stderr[-3000:]
+
+  def losses(workdir):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      rows = [json.loads(line) for line in f]
+    return {r['step']: r['loss'] for r in rows if 'loss' in r}
+
+  got, expected = losses(two), losses(one)
+  assert sorted(expected) == [1, 2, 3, 4]
+  assert sorted(got) == sorted(expected)
+  np.testing.assert_allclose([got[s] for s in sorted(got)],
+                             [expected[s] for s in sorted(expected)],
+                             rtol=1e-5)

@@ -103,14 +103,3 @@ def test_local_multiprocess_dry_run_prints_one_command_per_process():
     assert f'--num_processes=2 --process_id={i}' in line
   out = _run('launch/local_multiprocess.sh', '--dry-run', 'two')
   assert out.returncode == 2 and 'positive integer' in out.stderr
-
-
-def test_object_store_workdir_is_refused_not_written_to_a_local_folder():
-  """Until every output goes through one path layer, `--workdir=gs://...`
-  stops at start instead of writing into a local folder named `gs:`."""
-  from walt import preflight
-  with pytest.raises(ValueError, match=r'gs:// paths are not supported.*'
-                      r'gcsfuse'):
-    preflight.check_local('gs://bucket/run', '--workdir')
-  preflight.check_local('/mnt/bucket/run', '--workdir')
-  preflight.check_local('relative/dir', '--workdir')

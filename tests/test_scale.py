@@ -324,6 +324,20 @@ def test_aot_compiles_for_a_tpu_slice():
   assert report['sampler']['per_device_peak_bytes'] > 0
 
 
+@pytest.mark.slow
+def test_aot_compiles_the_pallas_attention_kernel_for_a_tpu_slice():
+  """`model.attention=pallas`: the train step with the TPU flash-attention
+  kernel (Mosaic) compiles for a v5e 2x2 slice."""
+  pytest.importorskip('libtpu', reason="needs pip install 'jax[tpu]'")
+  from walt.tools import aot
+  config = _denoiser_config({'data': 2, 'fsdp': 2})
+  config.unlock()
+  config.model.attention = 'pallas'
+  config.lock()
+  report = aot.run(config, 'v5e:2x2')
+  assert report['fits'] and report['flops_per_step'] > 0
+
+
 def test_aot_cli_stops_when_the_step_does_not_fit(monkeypatch, capsys):
   from walt.tools import aot
   report = {'fits': False, 'per_device_peak_bytes': 40 << 30,

@@ -15,15 +15,15 @@ optimizer, discriminator or trainer is built to make a restore target.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from absl import logging
-from etils import epath
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+from walt import storage
 
 ITEMS = ('state', 'data', 'config')
 
@@ -32,7 +32,7 @@ class Checkpointer:
   """Saves and restores `(state, data iterator state, config)` per step."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.resolve(directory)
     self._manager = ocp.CheckpointManager(
         self.directory, item_names=ITEMS,
         options=ocp.CheckpointManagerOptions(
@@ -125,14 +125,16 @@ class Checkpointer:
 
   def _quarantine(self, steps: list[int]) -> None:
     if jax.process_index() == 0:
-      aside = epath.Path(self.directory).parent / 'corrupt_checkpoints'
+      aside = storage.join(self.directory.rsplit('/', 1)[0],
+                           'corrupt_checkpoints')
       for step in steps:
-        target = aside / str(step)
+        target = storage.join(aside, str(step))
         try:
-          aside.mkdir(parents=True, exist_ok=True)
-          if target.exists():
-            target = aside / f'{step}.{len(list(aside.iterdir()))}'
-          (epath.Path(self.directory) / str(step)).rename(target)
+          storage.makedirs(aside)
+          if storage.exists(target):
+            target = storage.join(aside,
+                                  f'{step}.{len(storage.listdir(aside))}')
+          storage.move(storage.join(self.directory, str(step)), target)
           logging.error('moved unreadable checkpoint step %d to %s', step,
                         target)
         except OSError as e:
@@ -155,12 +157,12 @@ class Checkpointer:
 def split_path(path: str) -> tuple[str, int | None]:
   """`DIR` or `DIR/checkpoints` or `DIR/checkpoints/STEP` -> (manager dir,
   step or None for the latest)."""
-  path = os.path.abspath(os.path.expanduser(path))
-  base = os.path.basename(path)
+  path = storage.resolve(path)
+  parent, base = path.rsplit('/', 1) if '/' in path else ('', path)
   if base.isdigit():
-    return os.path.dirname(path), int(base)
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    return os.path.join(path, 'checkpoints'), None
+    return parent, int(base)
+  if storage.isdir(storage.join(path, 'checkpoints')):
+    return storage.join(path, 'checkpoints'), None
   return path, None
 
 
@@ -184,7 +186,7 @@ def restore_params(path: str, abstract_params, use_ema: bool = True):
     (params, step).
   """
   directory, step = split_path(path)
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     raise FileNotFoundError(f'no checkpoint directory {directory}')
   if step is None:
     ckpt = Checkpointer(directory, async_save=False)
@@ -194,7 +196,7 @@ def restore_params(path: str, abstract_params, use_ema: bool = True):
       ckpt.close()
     if step is None:
       raise FileNotFoundError(f'no checkpoint in {directory}')
-  state_dir = os.path.join(directory, str(step), 'state')
+  state_dir = storage.join(directory, str(step), 'state')
   handler = ocp.PyTreeCheckpointer()
   saved = handler.metadata(state_dir)
   saved = getattr(saved, 'item_metadata', saved)

@@ -76,7 +76,11 @@ def denoiser():
       # Mixed precision: bfloat16 matmuls and activations; params,
       # optimizer state, norms, softmax and loss float32. CPU configs
       # set float32 (no faster there).
-      'dtype': 'bfloat16', 'position_init': 'sincos'})
+      'dtype': 'bfloat16', 'position_init': 'sincos',
+      # Attention kernel (walt.models.attention.ATTENTION_KERNELS): 'xla'
+      # runs anywhere; 'cudnn' (GPUs) and 'pallas' (TPUs) are fused flash
+      # kernels computing the same function.
+      'attention': 'xla'})
   c.diffusion = ml_collections.ConfigDict({
       'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
       'zero_terminal_snr': True, 'self_cond_prob': 0.9,

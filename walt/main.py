@@ -13,7 +13,6 @@ named, with the fix.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
@@ -26,6 +25,7 @@ from ml_collections import config_flags
 from walt import config_lib
 from walt import jobs
 from walt import preflight
+from walt import storage
 from walt.parallel import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,8 +42,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   distributed.initialize_from_flags()
   config = _CONFIG.value
-  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
   try:
+    workdir = storage.resolve(_WORKDIR.value)
     job = jobs.load(config.job)
     mesh_shape = config_lib.validate(config,
                                      extra=getattr(job, 'VALIDATORS', ()))

@@ -4,20 +4,21 @@ per video."""
 
 from __future__ import annotations
 
-import os
-
 import imageio_ffmpeg
 import mediapy
 import numpy as np
+
+from walt import storage
 
 mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _read(path: str, kind: str, reader) -> np.ndarray:
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise FileNotFoundError(f'{kind} {path} does not exist')
   try:
-    return np.asarray(reader(path))
+    with storage.local_input(path) as local:
+      return np.asarray(reader(local))
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'cannot read {kind} {path}: {e}') from e
 
@@ -47,17 +48,28 @@ def save_videos(directory: str, name: str, videos: np.ndarray, fps: int = 8
                 ) -> list[str]:
   """uint8 `[n, t, h, w, 3]` -> `name_<i>.mp4` + `name_<i>.gif` per video and
   one `name.png` grid of frames (a row per video) in `directory`."""
-  os.makedirs(directory, exist_ok=True)
   paths = []
   for i, video in enumerate(videos):
     for ext in ('mp4', 'gif'):
-      path = os.path.join(directory, f'{name}_{i}.{ext}')
-      mediapy.write_video(path, video, fps=fps, codec='gif' if ext == 'gif'
-                          else 'h264')
+      path = storage.join(directory, f'{name}_{i}.{ext}')
+      write_video(path, video, fps)
       paths.append(path)
-  grid_path = os.path.join(directory, f'{name}.png')
-  mediapy.write_image(grid_path, frame_grid(videos))
+  grid_path = storage.join(directory, f'{name}.png')
+  write_image(grid_path, frame_grid(videos))
   return paths + [grid_path]
+
+
+def write_video(path: str, video: np.ndarray, fps: int = 8) -> None:
+  """uint8 `[t, h, w, 3]` -> `path` (.gif, else h264), local or gs://."""
+  with storage.local_copy(path) as local:
+    mediapy.write_video(local, video, fps=fps,
+                        codec='gif' if path.endswith('.gif') else 'h264')
+
+
+def write_image(path: str, image: np.ndarray) -> None:
+  """uint8 `[h, w, 3]` -> `path` (format from the extension)."""
+  with storage.local_copy(path) as local:
+    mediapy.write_image(local, image)
 
 
 def frame_grid(videos: np.ndarray) -> np.ndarray:

@@ -30,9 +30,9 @@ What each job reads (`missing_inputs`):
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from walt import checkpoint as ckpt_lib
+from walt import storage
 
 # config.job -> its modes (`--mode`); the first is what `train` means.
 MODES = {
@@ -75,24 +75,9 @@ def check(config, workdir: str, mode: str = 'train') -> None:
   if job in MODES and mode not in MODES[job]:
     raise ValueError(f'--mode={mode}: the {job} job has modes '
                      f'{", ".join(MODES[job])}')
-  check_local(workdir, '--workdir')
   problems = missing_inputs(config, workdir, mode)
   if problems:
     raise MissingInputs(job, mode, problems)
-
-
-def check_local(path: str, field: str) -> None:
-  """Object-store URIs are refused until every file a job writes goes
-  through one path layer: today metrics, results and samples would land in
-  a local folder named `gs:`. A bucket mounted as a directory (gcsfuse)
-  works."""
-  scheme = str(path or '').split('://', 1)[0]
-  if '://' in str(path or '') and scheme:
-    raise ValueError(
-        f'{field}={path}: {scheme}:// paths are not supported yet (metrics, '
-        'results and samples are written with local file I/O and would land '
-        f'in a local folder named "{scheme}:"). Use a local path or mount the '
-        'bucket (e.g. gcsfuse) and give its mount point.')
 
 
 def missing_inputs(config, workdir: str, mode: str = 'train') -> list[str]:
@@ -148,7 +133,7 @@ def _walt_job(config, workdir, mode):
   elif config.latents.cache:
     from walt.data import latent_cache  # pylint: disable=g-import-not-at-top
     problems += _missing_file(
-        'latents.cache', os.path.join(config.latents.cache,
+        'latents.cache', storage.join(config.latents.cache,
                                       latent_cache.METADATA),
         lambda _: latent_cache.LatentCacheSource(config.latents.cache))
   else:
@@ -169,14 +154,14 @@ def _eval_job(config, workdir, mode):
   if network and (weights_path or config.task != 'sprites'):
     problems += feature_weights(weights_path, network)
   stats_path = config.reference.stats
-  if stats_path and not os.path.exists(stats_path):
+  if stats_path and not storage.exists(stats_path):
     problems.append(f'reference.stats: reference statistics not found at '
                     f'{stats_path}; get {ADM_REFERENCE}')
   if _eval_reads_data(config):
     problems += dataset(config.data, config.reference.split,
                         'reference.split')
   generator = config.generator_workdir
-  steps = eval_job.checkpoint_steps(generator) if _local(generator) else None
+  steps = eval_job.checkpoint_steps(generator) if generator else None
   if steps == [] and not config.poll_seconds:
     problems.append('generator_workdir: ' +
                     str(eval_job.no_checkpoint_error(generator)))
@@ -217,6 +202,10 @@ def dataset(data, split: str, field: str = 'data') -> list[str]:
   spec = pipeline.DataSpec.from_config(data, split=split)
   where = f'{field} ({spec.name}, split {split!r})'
   try:
+    storage.require_local(spec.data_dir, 'data.data_dir')
+  except ValueError as e:
+    return [str(e)]
+  try:
     builder = registry.builder(spec.name, spec.data_dir)
   except ValueError as e:  # unknown name, config or version
     return [f'data.name={spec.name!r}: {str(e).splitlines()[0]} (walt '
@@ -241,7 +230,7 @@ def feature_weights(path: str, network: str) -> list[str]:
   from walt.evaluation import weights  # pylint: disable=g-import-not-at-top
   if path.startswith('random:'):
     return []
-  return _missing_file('features.weights', os.path.expanduser(path),
+  return _missing_file('features.weights', storage.resolve(path),
                        lambda p: weights.load(p, network, None))
 
 
@@ -257,19 +246,17 @@ def tokenizer_workdir(workdir: str, field: str, data_name: str = ''
   if not workdir:
     return [f'{field}: set --config.tokenizer.workdir=DIR, a trained '
             f'tokenizer (train one with {command})']
-  if not _local(workdir):
-    return []
   if not has_checkpoint(workdir):
     return [f'{field}: no tokenizer checkpoint under {workdir}: train one '
             f'with {command} (it writes {tokenizer_lib.LATENT_STATS} at the '
             'end)']
-  return _missing_file(field, os.path.join(workdir, tokenizer_lib.LATENT_STATS),
+  return _missing_file(field, storage.join(workdir, tokenizer_lib.LATENT_STATS),
                        lambda _: tokenizer_lib.read_latent_stats(workdir))
 
 
 def own_checkpoint(workdir: str, mode: str, job: str) -> list[str]:
   """The checkpoint a non-training mode restores from the job's workdir."""
-  if not _local(workdir) or has_checkpoint(workdir):
+  if has_checkpoint(workdir):
     return []
   return [f'--workdir: --mode={mode} restores the latest checkpoint of '
           f'{workdir}, which has none: train there first (python -m '
@@ -279,11 +266,11 @@ def own_checkpoint(workdir: str, mode: str, job: str) -> list[str]:
 def start_points(config, workdir: str) -> list[str]:
   """`resume` / `init_from` checkpoints, read when the workdir has none."""
   problems = []
-  if _local(workdir) and has_checkpoint(workdir):
+  if has_checkpoint(workdir):
     return problems
   for field in ('resume', 'init_from'):
     path = config.get(field)
-    if path and _local(path) and not has_checkpoint(path):
+    if path and not has_checkpoint(path):
       problems.append(f'{field}: no checkpoint at {path} (a run\'s workdir, '
                       'its checkpoints directory or one step\'s directory)')
   return problems
@@ -298,15 +285,10 @@ def has_checkpoint(path: str) -> bool:
   return step in steps if step is not None else bool(steps)
 
 
-def _local(path: str) -> bool:
-  """Checkable with `os.path` (remote paths are left to the job)."""
-  return bool(path) and '://' not in path
-
-
 def _missing_file(field: str, path: str, loader, fix: str = '') -> list[str]:
   """[] if `path` exists, else `[field: the message of loader(path)]`: the
   loader's own FileNotFoundError, raised before it reads anything."""
-  if path and os.path.exists(path):
+  if path and storage.exists(path):
     return []
   try:
     loader(path)

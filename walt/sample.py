@@ -27,8 +27,6 @@ conditioned on the last `--given_frames` (5) frames so far. The Python API is
 
 from __future__ import annotations
 
-import json
-import os
 
 from absl import app
 from absl import flags
@@ -38,6 +36,7 @@ import numpy as np
 from walt.data import video_ops
 from walt import inference
 from walt import media
+from walt import storage
 from walt.parallel import distributed
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Denoiser workdir.')
@@ -155,7 +154,7 @@ def main(argv):
                         context=_GIVEN_FRAMES.value, **kwargs)
   paths = media.save_videos(_OUT.value, 'sample',
                               video_ops.to_uint8(videos), _FPS.value)
-  info = {'workdir': os.path.abspath(_WORKDIR.value),
+  info = {'workdir': storage.resolve(_WORKDIR.value),
           'labels': None if labels is None else labels.tolist(),
           'sampler': _SAMPLER.value, 'steps': _STEPS.value,
           'guidance': _GUIDANCE.value,
@@ -164,8 +163,7 @@ def main(argv):
           'reconstruction_guidance': _RECONSTRUCTION.value,
           'chunks': _CHUNKS.value, 'frames': int(videos.shape[1]),
           **inputs, 'eta': _ETA.value, 'seed': _SEED.value, 'files': paths}
-  with open(os.path.join(_OUT.value, 'samples.json'), 'w') as f:
-    json.dump(info, f, indent=2)
+  storage.write_json(storage.join(_OUT.value, 'samples.json'), info)
   logging.info('wrote %d samples to %s', len(videos), _OUT.value)
   print(f'wrote {len(videos)} samples to {_OUT.value}')
 

@@ -12,10 +12,13 @@ shape.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from typing import Any, Mapping
 
 import numpy as np
+
+from walt import storage
 
 _SHOWN = 10  # names listed per kind of mismatch
 
@@ -52,7 +55,7 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
       array that is an object (pickled) or non-numeric array.
   """
   try:
-    data = np.load(path, allow_pickle=False)
+    data = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f'{path} is not a readable .npz archive (weight files '
                      f'are read without pickle): {e}') from e

@@ -10,18 +10,17 @@ throughput every `log_every` batches, and writes to the workdir:
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-import mediapy
 import numpy as np
 
+from walt import media
+from walt import storage
 from walt.data import pipeline
 from walt.data import video_ops
-from walt import media
 from walt.parallel import distributed
 from walt.parallel import mesh as mesh_lib
 
@@ -29,7 +28,7 @@ from walt.parallel import mesh as mesh_lib
 def run(config, workdir: str, mode: str = 'train') -> None:
   if mode != 'train':
     raise ValueError(f'the data job has no mode {mode!r}')
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   mesh = mesh_lib.create_mesh(config.mesh.to_dict())
   rules = mesh_lib.rules_from_config(config.logical_rules.to_dict())
   spec = pipeline.DataSpec.from_config(config.data)
@@ -43,8 +42,8 @@ def run(config, workdir: str, mode: str = 'train') -> None:
       # Gather the global batch to this host for the preview only.
       video = np.asarray(multihost_utils.process_allgather(
           batch['video'], tiled=True))
-      mediapy.write_image(os.path.join(workdir, 'data_preview.png'),
-                          media.frame_grid(video_ops.to_uint8(video[:8])))
+      media.write_image(storage.join(workdir, 'data_preview.png'),
+                        media.frame_grid(video_ops.to_uint8(video[:8])))
     if step % config.log_every == 0 or step == config.total_steps:
       jax.block_until_ready(batch)
       rate = examples / (time.time() - start)
@@ -61,8 +60,8 @@ def run(config, workdir: str, mode: str = 'train') -> None:
       'iterator_state': it.get_state(),
   }
   if distributed.is_main_process():
-    with open(os.path.join(workdir, 'data_job.json'), 'w') as f:
-      json.dump(summary, f, indent=2, default=str)
+    storage.write_json(storage.join(workdir, 'data_job.json'), summary,
+                       default=str)
   print(json.dumps({k: summary[k] for k in
                     ('batches', 'global_batch_size', 'examples_per_sec',
                      'skipped_records')}))

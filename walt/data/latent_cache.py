@@ -27,6 +27,7 @@ from flax import serialization
 import jax
 import numpy as np
 
+from walt import storage
 from walt.data import video_ops
 
 METADATA = 'metadata.json'
@@ -37,6 +38,7 @@ class LatentCacheSource:
   """Random-access source of cached latents (a Grain/tfds-like source)."""
 
   def __init__(self, directory: str):
+    storage.require_local(directory, 'latents.cache')
     meta_path = os.path.join(directory, METADATA)
     if not os.path.exists(meta_path):
       raise FileNotFoundError(
@@ -81,6 +83,7 @@ def write(tokenizer, source, directory: str, *, frames: int,
   """
   if jax.process_count() > 1:
     raise ValueError('write the latent cache from a single process')
+  storage.require_local(directory, 'latents.cache')
   n = len(source) if num_examples is None else min(num_examples, len(source))
   os.makedirs(directory, exist_ok=True)
   num_shards = max(1, -(-n // shard_size))

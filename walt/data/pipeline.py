@@ -3,14 +3,20 @@
 Order of operations (each step deterministic, so a run is reproducible and its
 iterator state is just a position):
 
-    record ids -> per-process slice [process_index::process_count]
-      -> seeded shuffle (reshuffled every epoch) -> repeat
+    record ids -> seeded shuffle (reshuffled every epoch) -> repeat
       -> read + validate + decode / crop / normalise to [-1, 1] (per-position
          seeded rng; an unreadable or malformed record's slot is filled by the
          next readable record of the stream, see "Bad records")
       -> [mixed with stacks of 1+t independent images]
+      = the global stream: global batch j is its elements [j*B, (j+1)*B)
+      -> this process's rows of each global batch (only those are read)
       -> batch (global batch / process count)
       -> global jax.Array, batch axis sharded on the mesh's data axes.
+
+The global stream is the same for any number of processes, so a run's
+batches (and, with per-example randomness keyed by global row, its losses)
+do not depend on how many hosts it runs on, and its iterator state (a batch
+position) restores on any process count.
 
 Each element of a batch (shapes per process; the global arrays have the global
 batch size):
@@ -34,7 +40,7 @@ still equals an uninterrupted one. The price: the record after a bad one is
 seen twice in that epoch. The first few failures are logged with the record
 and the reason; `GlobalBatchIterator.skipped_records` counts them. When more
 than `max_skip_fraction` of the reads (out of at least `skip_check_after`)
-fail, or a whole epoch of this process's slice is unreadable, a ValueError
+fail, or a whole epoch of the data set is unreadable, a ValueError
 names the data set, split, counts and an example reason.
 """
 
@@ -44,7 +50,7 @@ import dataclasses
 import functools
 import json
 import threading
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from absl import logging
 import grain
@@ -52,6 +58,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from walt import storage
 from walt.data import registry
 from walt.data import video_ops
 from walt.parallel import mesh as mesh_lib
@@ -106,6 +113,7 @@ def data_source(spec: DataSpec):
   if spec.name == 'latent_cache':
     from walt.data import latent_cache
     return latent_cache.LatentCacheSource(spec.data_dir)
+  storage.require_local(spec.data_dir, 'data.data_dir')
   if spec.build:
     from walt.data import build  # the builder is only needed when building
     builder = build.ensure_built(spec.name, spec.data_dir)
@@ -119,12 +127,52 @@ def data_source(spec: DataSpec):
   return builder.as_data_source(split=spec.split)
 
 
-def process_slice(ds: grain.MapDataset, process_index: int,
-                  process_count: int) -> grain.MapDataset:
-  """Every `process_count`-th element starting at `process_index`."""
+class _BatchRows(grain.MapDataset):
+  """Element k: row `rows[k % len(rows)]` of global batch `k // len(rows)`
+  of `parent`, a stream whose global batch j is its elements
+  [j * global_batch, (j + 1) * global_batch). Random access: a process reads
+  only its own rows."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int,
+               rows: Sequence[int]):
+    super().__init__(parent)
+    self._global_batch, self._rows = global_batch, tuple(rows)
+    self._length = len(parent) // global_batch * len(self._rows)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, len(self._rows))
+    return self._parent[batch * self._global_batch + self._rows[row]]
+
+  def __str__(self) -> str:
+    return f'_BatchRows(global_batch={self._global_batch}, rows={self._rows})'
+
+
+def process_rows(process_index: int, process_count: int,
+                 global_batch_size: int) -> range:
+  """The rows of every global batch that process `process_index` holds:
+  the `process_index`-th contiguous block, as `jax.make_array_from_process_
+  local_data` places host batches on a mesh whose devices are in process
+  order (`batch_rows` reads the exact rows off a sharding)."""
   if not 0 <= process_index < process_count:
     raise ValueError(f'process {process_index} not in [0, {process_count})')
-  return ds[process_index::process_count]
+  local = global_batch_size // process_count
+  return range(process_index * local, (process_index + 1) * local)
+
+
+def batch_rows(sharding: jax.sharding.Sharding, global_batch_size: int
+               ) -> list[int]:
+  """Rows of a `[global_batch_size, ...]` array that this process's devices
+  hold under `sharding`, in increasing order (the order of its host batch)."""
+  rows = set()
+  for index in sharding.addressable_devices_indices_map(
+      (global_batch_size,)).values():
+    rows.update(range(*index[0].indices(global_batch_size)))
+  return sorted(rows)
 
 
 def _epochs(ds: grain.MapDataset, spec: DataSpec, seed: int
@@ -201,7 +249,7 @@ def _readable_stream(order: grain.MapDataset, source, sample_fn,
   for record `order[j]` or, if its read or decode raises, for the next
   readable record after j in stream order (wrapping around at the end of a
   finite stream); an extra `_skipped` field is 1 when the slot's own record
-  was bad. At most `epoch_length` (this process's slice) records are tried.
+  was bad. At most `epoch_length` (one epoch) records are tried.
 
   `order` holds record ids (shuffled, repeated); `rng` is position j's,
   rewound for each attempt, so a slot's content depends only on the seed and
@@ -303,30 +351,32 @@ def _skip_counts(batch: dict[str, np.ndarray], keep: bool
 def make_dataset(spec: DataSpec, *, global_batch_size: int, seed: int,
                  process_index: int | None = None,
                  process_count: int | None = None,
+                 rows: Sequence[int] | None = None,
                  source=None, skip_counts: bool = False) -> grain.MapDataset:
   """The per-process dataset of host batches (numpy dicts, see module doc;
-  `skip_counts` adds the `skipped` field)."""
+  `skip_counts` adds the `skipped` field): `rows` of every global batch
+  (default: `process_rows(process_index, process_count, ...)`)."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
     raise ValueError(f'global batch {global_batch_size} is not divisible by '
                      f'{process_count} processes')
+  if rows is None:
+    rows = process_rows(process_index, process_count, global_batch_size)
   if not 0.0 <= spec.image_fraction <= 1.0:
     raise ValueError(f'image_fraction {spec.image_fraction} not in [0, 1]')
   source = data_source(spec) if source is None else source
-  local_batch = global_batch_size // process_count
   # Record ids only: reading happens per slot, where failures are caught.
-  ids = process_slice(grain.MapDataset.range(len(source)), process_index,
-                      process_count)
-  needed = max(local_batch, spec.frames if spec.image_fraction > 0 else 1)
+  ids = grain.MapDataset.range(len(source))
+  needed = max(global_batch_size, spec.frames if spec.image_fraction > 0
+               else 1)
   # Repeated forever, a small split still fills batches (an overfit run);
   # read a finite number of times, it would yield no batch at all.
   if not len(ids) or (spec.num_epochs is not None
                       and len(ids) * spec.num_epochs < needed):
     raise ValueError(
-        f'{_where(spec)} has {len(source)} records, {len(ids)} for process '
-        f'{process_index} of '
-        f'{process_count}: fewer than one batch of {local_batch} per process'
+        f'{_where(spec)} has {len(source)} records: fewer than one global '
+        f'batch of {global_batch_size}'
         + (f' (or one stack of {spec.frames} images)'
            if spec.image_fraction > 0 else ''))
   # Cached latents know their shape: a record of another shape is malformed.
@@ -350,7 +400,8 @@ def make_dataset(spec: DataSpec, *, global_batch_size: int, seed: int,
     parts.append(images)
     weights.append(spec.image_fraction)
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
-  ds = ds.batch(local_batch, drop_remainder=True)
+  ds = _BatchRows(ds, global_batch_size, rows)
+  ds = ds.batch(len(rows), drop_remainder=True)
   return ds.map(functools.partial(_skip_counts, keep=skip_counts))
 
 
@@ -427,13 +478,15 @@ def make_iterator(spec: DataSpec, mesh: jax.sharding.Mesh, *,
                   global_batch_size: int, seed: int,
                   rules: mesh_lib.LogicalRules = mesh_lib.DEFAULT_RULES,
                   source=None) -> GlobalBatchIterator:
-  """The iterator a job trains on: this process's slice, as global arrays."""
+  """The iterator a job trains on: this process's rows of the global
+  batches (`batch_rows` of the mesh's batch sharding), as global arrays."""
   parallel = mesh_lib.batch_parallelism(mesh, rules)
   if global_batch_size % parallel:
     raise ValueError(f'global batch {global_batch_size} is not divisible by '
                      f'the {parallel}-way batch sharding of the mesh')
+  rows = batch_rows(mesh_lib.batch_sharding(mesh, rules), global_batch_size)
   ds = make_dataset(spec, global_batch_size=global_batch_size, seed=seed,
-                    source=source, skip_counts=True)
+                    rows=rows, source=source, skip_counts=True)
   return GlobalBatchIterator(ds, mesh, rules, spec.num_threads, spec.prefetch)
 
 

@@ -21,7 +21,6 @@ beside training) until `stop_at_step` is evaluated.
 
 from __future__ import annotations
 
-import os
 import time
 
 from absl import logging
@@ -31,6 +30,7 @@ import numpy as np
 from walt import checkpoint as ckpt_lib
 from walt import config_lib
 from walt import defaults
+from walt import storage
 from walt.diffusion import sampling
 from walt.evaluation import resize
 from walt.evaluation import results as results_lib
@@ -84,7 +84,7 @@ VALIDATORS = (check_config,)
 
 def checkpoint_steps(generator_workdir: str) -> list[int]:
   directory, _ = ckpt_lib.split_path(generator_workdir)
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     return []
   ckpt = ckpt_lib.Checkpointer(directory, async_save=False)
   try:
@@ -102,11 +102,9 @@ def no_checkpoint_error(generator_workdir: str) -> FileNotFoundError:
 
 
 def evaluated_steps(workdir: str) -> set[int]:
-  root = os.path.join(workdir, 'eval')
-  if not os.path.isdir(root):
-    return set()
-  return {int(d) for d in os.listdir(root)
-          if d.isdigit() and os.path.exists(os.path.join(root, d,
+  root = storage.join(workdir, 'eval')
+  return {int(d) for d in storage.listdir(root)
+          if d.isdigit() and storage.exists(storage.join(root, d,
                                                          'results.json'))}
 
 

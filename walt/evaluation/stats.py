@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from walt import storage
 from walt import weight_files
 
 
@@ -83,7 +84,7 @@ class FeatureStats:
   def save(self, path: str) -> None:
     """`.npz` with `mu`, `sigma` (the ADM / pytorch-fid reference keys) and
     the count."""
-    with open(path, 'wb') as f:
+    with storage.open(path, 'wb') as f:
       np.savez(f, mu=self.mean, sigma=self.covariance, count=self.count)
 
 

@@ -9,13 +9,13 @@ time, not memory.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Iterator
 
 import jax
 import numpy as np
 
 from walt import checkpoint as ckpt_lib
+from walt import storage
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.evaluation import i3d, inception, oracle, reconstruction
@@ -326,9 +326,9 @@ def imagenet(config, gen, workdir, step):
               'generator': config.generator_workdir,
               **sampler_protocol(config)}
   if config.save_samples and jax.process_index() == 0:
-    path = os.path.join(workdir, 'eval', str(step), 'samples.npz')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path, arr_0=np.concatenate(samples), labels=labels)
+    path = storage.join(workdir, 'eval', str(step), 'samples.npz')
+    with storage.open(path, 'wb') as f:
+      np.savez(f, arr_0=np.concatenate(samples), labels=labels)
     protocol['samples_npz'] = path
   return metrics, config.num_samples, protocol
 
@@ -458,7 +458,7 @@ class Evaluator:
           self.config.generator_workdir, mesh=self.mesh, step=step)
     else:
       directory, _ = ckpt_lib.split_path(self.config.generator_workdir)
-      self.gen.restore(os.path.join(directory, str(step)))
+      self.gen.restore(storage.join(directory, str(step)))
     return self.gen
 
   def __call__(self, step: int, workdir: str):

@@ -8,11 +8,11 @@ before anything runs (`walt.weight_files`).
 
 from __future__ import annotations
 
-import os
 
 import jax
 import numpy as np
 
+from walt import storage
 from walt import weight_files
 
 # Where each network's public release lives, and how to convert it.
@@ -43,8 +43,7 @@ unflatten = weight_files.unflatten
 
 def save(path: str, params) -> None:
   flat = {k: np.asarray(v, np.float32) for k, v in flatten(params).items()}
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'wb') as f:
+  with storage.open(path, 'wb') as f:
     np.savez(f, **flat)
 
 
@@ -57,8 +56,8 @@ def check(flat: dict[str, object], shapes, what: str) -> None:
 def load(path: str, network: str, shapes):
   """Loads a converted weight file and checks it against `shapes` (the
   network's `param_shapes()`); a missing file says where to get it."""
-  path = os.path.expanduser(path or '')
-  if not path or not os.path.exists(path):
+  path = storage.resolve(path) if path else ''
+  if not path or not storage.exists(path):
     raise FileNotFoundError(
         f'{network} weights not found at {path or "(no path given)"}. They '
         'cannot be downloaded by walt; get ' + SOURCES[network].format(

@@ -8,14 +8,12 @@ statistics, and jitted normalised encode/decode.
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from walt import checkpoint as ckpt_lib
+from walt import storage
 from walt.models import tokenizer as tok
 from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
@@ -25,13 +23,12 @@ LATENT_STATS = 'latent_stats.json'
 
 def read_latent_stats(workdir: str) -> dict:
   """`latent_stats.json` of a tokenizer workdir (mean, std, step, ...)."""
-  path = os.path.join(workdir, LATENT_STATS)
-  if not os.path.exists(path):
+  path = storage.join(workdir, LATENT_STATS)
+  if not storage.exists(path):
     raise FileNotFoundError(
         f'{path} is missing: run python -m walt.main --config=<tokenizer '
         f'config> --workdir={workdir} --mode=latent_stats')
-  with open(path) as f:
-    return json.load(f)
+  return storage.read_json(path)
 
 
 def load_latent_stats(workdir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +78,7 @@ class TrainedTokenizer:
     """The latest checkpoint of a tokenizer workdir (its saved config).
     `with_stats=False` allows a run without `latent_stats.json` (raw
     reconstruction only; `encode`/`decode` then do not normalise)."""
-    if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    if not storage.isdir(storage.join(workdir, 'checkpoints')):
       raise FileNotFoundError(
           f'no tokenizer checkpoints under {workdir}: train one with python '
           f'-m walt.main --config=configs/tokenizer/<name>.py '

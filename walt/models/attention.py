@@ -8,6 +8,9 @@ ww)`. When the window covers the whole grid the layer is plain full attention.
 Image samples (a stack of independent images shaped like a video, `is_image`)
 get an identity mask across frames, so different images never exchange
 information in spatiotemporal windows.
+
+`model.attention` picks the kernel (`ATTENTION_KERNELS`): XLA's matmuls and
+softmax, cuDNN flash attention, or the Pallas TPU flash-attention kernel.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 Window = tuple[int, int, int]
@@ -68,27 +72,135 @@ def relative_position_index(window: Window, table_window: Window
   return (rel[..., 0] * sizes[1] + rel[..., 1]) * sizes[2] + rel[..., 2]
 
 
+# `model.attention`: how attention within a window is computed. 'xla': two
+# batched matmuls and a softmax that XLA fuses (any backend); 'cudnn':
+# cuDNN's fused flash attention (NVIDIA GPUs, bf16/fp16); 'pallas': the
+# Pallas flash-attention kernel for TPUs (bias and image masks go in as its
+# `ab` input). All three compute the same function.
+ATTENTION_KERNELS = ('xla', 'cudnn', 'pallas')
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array,
-           mask: jax.Array | None) -> jax.Array:
+           segments: jax.Array | None, kernel: str = 'xla') -> jax.Array:
   """Softmax attention within windows.
 
   q, k, v `[b, n, L, heads, d]` (n windows of L tokens); bias `[heads, L,
-  L]`; mask bool, broadcastable to `[b, n, heads, L, L]` (True = attend) ->
+  L]`, added to the logits; segments int `[b, L]` or None: a token attends
+  only to tokens of its own segment (None: to every token) ->
   `[b, n, L, heads, d]`.
+  """
+  if kernel == 'xla':
+    return _attend_xla(q, k, v, bias, segments)
+  if kernel == 'cudnn':
+    return dot_product_attention(q, k, v, bias, segments, 'cudnn')
+  if kernel == 'pallas':
+    return _per_shard(_attend_pallas_tpu, q, k, v, bias, segments)
+  raise ValueError(f'model.attention={kernel!r}: one of {ATTENTION_KERNELS}')
 
-  Heads go next to the batch axes before the two matmuls so that each is
+
+def _same_segment(segments: jax.Array) -> jax.Array:
+  """int `[b, L]` -> bool `[b, L, L]`: the pairs that may attend."""
+  return segments[:, :, None] == segments[:, None, :]
+
+
+def _attend_xla(q, k, v, bias, segments):
+  """Heads go next to the batch axes before the two matmuls so that each is
   one batched GEMM on contiguous `[L, d]` blocks; XLA's CPU path for
   `jax.nn.dot_product_attention` transposes inside the dot instead and
-  measured slower on the train step (walt.benchmark --suite=peer).
-  """
+  measured slower on the train step (walt.benchmark --suite=peer)."""
   scale = q.shape[-1] ** -0.5
   heads_first = lambda a: jnp.swapaxes(a, 2, 3)  # [b, n, heads, L, d]
   q, k, v = heads_first(q * scale), heads_first(k), heads_first(v)
   logits = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) + bias
-  if mask is not None:
+  if segments is not None:
+    # [b, 1, 1, L, L]: broadcast over windows and heads inside the softmax
+    # fusion, never materialised per window.
+    mask = _same_segment(segments)[:, None, None]
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   return heads_first(jnp.matmul(weights.astype(v.dtype), v))
+
+
+def dot_product_attention(q, k, v, bias, segments, implementation):
+  """`attend` through `jax.nn.dot_product_attention` (`implementation`:
+  'cudnn', or None for its XLA reference, which the tests compare)."""
+  b, n, length, heads, d = q.shape
+  flat = lambda a: a.reshape(b * n, length, heads, d)
+  mask = None
+  if segments is not None:
+    mask = jnp.broadcast_to(_same_segment(segments)[:, None, None],
+                            (b, n, 1, length, length))
+    mask = mask.reshape(b * n, 1, length, length)
+  out = jax.nn.dot_product_attention(
+      flat(q), flat(k), flat(v), bias=bias[None].astype(q.dtype), mask=mask,
+      scale=d ** -0.5, implementation=implementation)
+  return out.reshape(b, n, length, heads, d)
+
+
+def _mesh_axes(logical: str, size: int, mesh) -> str | tuple[str, ...] | None:
+  """The mesh axes the logical rules map `logical` to, if they divide
+  `size` (else None: that dimension stays whole on each device)."""
+  axes = nn.logical_to_mesh_axes((logical,))[0]
+  if axes is None:
+    return None
+  names = (axes,) if isinstance(axes, str) else tuple(axes)
+  names = tuple(a for a in names if a in mesh.shape)
+  ways = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+  return names if names and size % ways == 0 else None
+
+
+def _per_shard(fn, q, k, v, bias, segments):
+  """`fn` on each device's block (batch over the batch axes, heads over
+  `tensor`), through shard_map: XLA cannot partition a Mosaic kernel, and
+  attention never mixes batch elements or heads."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return fn(q, k, v, bias, segments)
+  batch = _mesh_axes('act_batch', q.shape[0], mesh)
+  heads = _mesh_axes('act_heads', q.shape[3], mesh)
+  spec = P(batch, None, None, heads, None)
+  args, specs = [q, k, v, bias], [spec, spec, spec, P(heads, None, None)]
+  if segments is not None:
+    args.append(segments)
+    specs.append(P(batch, None))
+  local = lambda *a: fn(*a, *([None] * (5 - len(a))))
+  # check_vma=False: pallas_call outputs carry no varying-axes type.
+  return jax.shard_map(local, in_specs=tuple(specs), out_specs=spec,
+                       check_vma=False)(*args)
+
+
+def _attend_pallas_tpu(q, k, v, bias, segments):
+  """Windows are padded to a multiple of the kernel's 128-token tiles
+  (padded keys masked out, padded queries dropped); a padded window is one
+  block (a few hundred tokens, far below VMEM limits). The segment mask
+  joins the bias: the kernel takes both as its `ab` input."""
+  from jax.experimental.pallas.ops.tpu import flash_attention as fa  # pylint: disable=g-import-not-at-top
+  b, n, length, heads, d = q.shape
+  padded = -(-length // fa.MIN_BLOCK_SIZE) * fa.MIN_BLOCK_SIZE
+  pad = padded - length
+
+  def flat(a):  # [b * n, heads, padded, d]
+    a = jnp.swapaxes(a.reshape(b * n, length, heads, d), 1, 2)
+    return jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0)))
+
+  allowed = jnp.ones((1, length, length), bool)
+  if segments is not None:
+    allowed = _same_segment(segments)  # [b, L, L]
+  allowed = jnp.pad(allowed, ((0, 0), (0, pad), (0, pad)))
+  masked = jnp.where(allowed, 0.0, -1e9)[:, None, None]  # [b|1, 1, 1, P, P]
+  ab = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, pad), (0, pad)))
+  ab = jnp.broadcast_to(ab + masked, (b, n, heads, padded, padded))
+  blocks = fa.BlockSizes(
+      block_q=padded, block_k_major=padded, block_k=padded, block_b=1,
+      block_q_major_dkv=padded, block_k_major_dkv=padded, block_k_dkv=padded,
+      block_q_dkv=padded, block_k_major_dq=padded, block_k_dq=padded,
+      block_q_dq=padded)
+  # The kernel scales the biased logits, (qk + ab) * sm_scale: scale q.
+  out = fa.flash_attention(flat(q * d ** -0.5), flat(k), flat(v),
+                           ab=ab.reshape(b * n, heads, padded, padded),
+                           block_sizes=blocks)
+  out = jnp.swapaxes(out[:, :, :length], 1, 2)
+  return out.reshape(b, n, length, heads, d)
 
 
 class WindowAttention(nn.Module):
@@ -104,6 +216,7 @@ class WindowAttention(nn.Module):
   window: Window
   max_grid: Window
   dtype: jnp.dtype = jnp.float32
+  kernel: str = 'xla'  # one of ATTENTION_KERNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, is_image: jax.Array | None) -> jax.Array:
@@ -135,14 +248,13 @@ class WindowAttention(nn.Module):
     bias = jnp.take(table, jnp.asarray(index.reshape(-1)), axis=0)
     bias = bias.reshape(length, length, heads).transpose(2, 0, 1)
 
-    mask = None
+    segments = None
     if is_image is not None and window[0] > 1:
-      # [b, 1, 1, L, L]: broadcast over windows and heads inside the softmax
-      # fusion, never materialised per window.
-      frame = np.arange(length) // (window[1] * window[2])
-      same = jnp.asarray(frame[:, None] == frame[None, :])
-      mask = jnp.logical_or(same, ~is_image[:, None, None])[:, None, None]
-    out = attend(q, k, v, bias.astype(q.dtype), mask)
+      # The frames of an image stack are independent images: a token sees
+      # only its own frame (segment = frame); a video is one segment.
+      frame = jnp.asarray(np.arange(length) // (window[1] * window[2]))
+      segments = jnp.where(is_image[:, None], frame[None], 0)
+    out = attend(q, k, v, bias.astype(q.dtype), segments, self.kernel)
     out = out.reshape(*lead, length, d)
     out = from_windows(out, window, (t, h, w))
     return nn.Dense(d, dtype=self.dtype, name='out',

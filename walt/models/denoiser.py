@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from walt.models.attention import partitioned
 from walt.models.attention import resolve_window
+from walt.models import attention as attention_lib
 from walt.models.attention import WindowAttention
 
 # name -> (layers, width, heads). Paper: L 313M, XL 460M (AdaLN-LoRA r=2),
@@ -77,6 +78,7 @@ class DenoiserConfig:
   scan_unroll: int = 1
   remat: str = 'none'
   dtype: str = 'float32'
+  attention: str = 'xla'  # attention.ATTENTION_KERNELS
 
   @classmethod
   def from_config(cls, model, latent_shape: Sequence[int]) -> 'DenoiserConfig':
@@ -143,6 +145,9 @@ class DenoiserConfig:
                        'keep the activations remat would recompute')
     if self.scan_unroll < 0:
       raise ValueError(f'scan_unroll={self.scan_unroll}: >= 0 (0 = all)')
+    if self.attention not in attention_lib.ATTENTION_KERNELS:
+      raise ValueError(f'attention={self.attention!r}: one of '
+                       f'{attention_lib.ATTENTION_KERNELS}')
     self.windows()  # raises if a window does not divide the grid
 
 
@@ -218,7 +223,7 @@ class TransformerLayer(nn.Module):
                                      dtype=dtype, name=name)
     h = modulate(norm('attn_norm')(x), shift1, scale1)
     h = WindowAttention(cfg.num_heads, self.window, cfg.token_grid, dtype,
-                        name='attention')(h, is_image)
+                        cfg.attention, name='attention')(h, is_image)
     x = x + gate1[:, :, None, None] * h
     x = nn.with_logical_constraint(x, ACT)
     h = modulate(norm('mlp_norm')(x), shift2, scale2)

@@ -15,7 +15,6 @@ and checked name by name and shape by shape (`walt.weight_files`).
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import flax.linen as nn
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from walt import storage
 from walt import weight_files
 
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -74,7 +74,7 @@ def load(path: str | None) -> Callable[[jax.Array, jax.Array], jax.Array] | None
   resized to 224x224."""
   if not path:
     return None
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise FileNotFoundError(
         f'perceptual weights {path} not found; see walt/models/perceptual.py '
         'for where to get and how to convert them')
@@ -176,7 +176,8 @@ def main(argv):
           for k, v in weight_files.flatten(variables).items()}
   weight_files.check_shapes(flat, weight_files.flatten(variable_shapes()),
                             _TORCH.value)
-  np.savez(_OUT.value, **flat)
+  with storage.open(_OUT.value, 'wb') as f:
+    np.savez(f, **flat)
   print(f'wrote {_OUT.value}')
 
 

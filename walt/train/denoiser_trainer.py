@@ -16,7 +16,6 @@ Modes (`python -m walt.main --mode=...`):
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 from absl import logging
@@ -36,6 +35,7 @@ from walt.evaluation import results as results_lib
 from walt.inference import generator as generator_lib
 from walt.inference import tokenizer as tokenizer_lib
 from walt import media
+from walt import storage
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
@@ -225,7 +225,7 @@ class DenoiserTask:
     first = np.unique(labels, return_index=True)[1][:e.num_summary_videos]
     if jax.process_index() == 0:
       media.save_videos(
-          os.path.join(self.workdir, 'samples', str(step)), 'class_samples',
+          storage.join(self.workdir, 'samples', str(step)), 'class_samples',
           video_ops.to_uint8(videos[first]))
     protocol = {
         'sampler': e.sampler, 'steps': e.steps, 'eta': e.eta,

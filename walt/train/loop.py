@@ -30,17 +30,16 @@ non-finite steps (`max_bad_steps`), and eval/summary cadence.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Callable, Protocol
 
 from absl import logging
 import flax.linen as nn
 import jax
-import numpy as np
 import optax
 
 from walt import checkpoint as ckpt_lib
+from walt import storage
 from walt.data import pipeline
 from walt.parallel import mesh as mesh_lib
 from walt.parallel import sharding as sharding_lib
@@ -96,7 +95,7 @@ def train(task: Task, config, workdir: str) -> Any:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shardings, target = _abstract_state(task, rng, mesh, rules)
     check_param_sharding(config, target, shardings, mesh)
-    ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+    ckpt = ckpt_lib.Checkpointer(storage.join(workdir, 'checkpoints'),
                                  keep=config.keep_checkpoints)
     state, data_state, origin = ckpt_lib.resume_or_init(
         ckpt, config,

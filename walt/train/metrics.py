@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Callable, Mapping
 
@@ -16,6 +15,7 @@ import jax
 import numpy as np
 
 from walt import media
+from walt import storage
 
 # Receivers of the training progress lines besides absl's log, e.g. the
 # quickstart prints them on the terminal while the log goes to a file.
@@ -36,10 +36,11 @@ class MetricLogger:
     self._last_time, self._last_step = time.time(), start_step
     self._tb = None
     if self.main:
-      os.makedirs(workdir, exist_ok=True)
+      storage.makedirs(workdir)
+      _route_tensorboard_through_storage()
       from tensorboardX import SummaryWriter  # no TensorFlow needed
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      self._tb = SummaryWriter(storage.join(workdir, 'tensorboard'))
+      self._jsonl = storage.AppendFile(storage.join(workdir, 'metrics.jsonl'))
 
   def log(self, step: int, metrics: Mapping[str, float], prefix: str = ''
           ) -> dict[str, float]:
@@ -73,7 +74,7 @@ class MetricLogger:
     """uint8 `[n, t, h, w, 3]` -> mp4 + gif files and a TensorBoard grid."""
     if not self.main:
       return []
-    directory = os.path.join(self.workdir, 'samples', str(step))
+    directory = storage.join(self.workdir, 'samples', str(step))
     paths = media.save_videos(directory, name, videos, fps)
     self._tb.add_image(name, media.frame_grid(videos), step, dataformats='HWC')
     return paths
@@ -87,6 +88,24 @@ class MetricLogger:
     if self.main:
       self._jsonl.close()
       self._tb.close()
+
+
+class _StorageRecordWriters:
+  """tensorboardX's writer factory for object-store URIs: event files go
+  through `storage.AppendFile` like every other file (tensorboardX's own
+  gs:// writer would bypass the path layer)."""
+
+  def open(self, path):
+    return storage.AppendFile(path, binary=True)
+
+  def directory_check(self, path):
+    del path  # object stores have no directories to create
+
+
+def _route_tensorboard_through_storage() -> None:
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+  for scheme in storage.REMOTE_SCHEMES:
+    record_writer.register_writer_factory(scheme, _StorageRecordWriters())
 
 
 def _duration(seconds: float) -> str:

@@ -10,8 +10,6 @@ Modes (`python -m walt.main --mode=...`):
 
 from __future__ import annotations
 
-import json
-import os
 
 from absl import logging
 import jax
@@ -20,6 +18,7 @@ import numpy as np
 
 from walt import config_lib
 from walt import defaults
+from walt import storage
 from walt.data import pipeline
 from walt.data import video_ops
 from walt.evaluation import reconstruction
@@ -287,8 +286,7 @@ def compute_latent_stats(task: TokenizerTask, state, step: int) -> dict:
   stats = {'mean': mean.tolist(), 'std': std.tolist(), 'step': step,
            'num_latent_vectors': count}
   if jax.process_index() == 0:
-    with open(os.path.join(task.workdir, LATENT_STATS), 'w') as f:
-      json.dump(stats, f, indent=2)
+    storage.write_json(storage.join(task.workdir, LATENT_STATS), stats)
   logging.info('latent stats: mean %s std %s', np.round(mean, 3),
                np.round(std, 3))
   return stats
