@@ -57,10 +57,6 @@ def join(path: str, *parts: str) -> str:
       else os.path.join(path, *parts)
 
 
-def Path(path: str | os.PathLike) -> epath.Path:  # pylint: disable=invalid-name
-  return epath.Path(path)
-
-
 def exists(path: str) -> bool:
   return bool(path) and epath.Path(path).exists()
 
