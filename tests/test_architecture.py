@@ -13,7 +13,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 LAYERS = [
     {'walt.parallel', 'walt.config_lib', 'walt.defaults', 'walt.media',
      'walt.checkpoint', 'walt.weight_files', 'walt.storage'},
-    {'walt.models', 'walt.diffusion', 'walt.data'},
+    {'walt.models', 'walt.diffusion', 'walt.data', 'walt.text'},
     {'walt.inference', 'walt.sampler'},
     {'walt.evaluation'},
     {'walt.train'},

@@ -1,6 +1,7 @@
 """Weight files from outside (converted public releases, files a config
 names): flat `.npz` archives read without pickle and checked name by name,
-shape by shape against the network before any array reaches it.
+shape by shape against the network before any array reaches it; Hugging
+Face `.safetensors` files read with numpy.
 
 Keys are '/'-joined parameter paths (`params/layer1_0/conv1/kernel`,
 `Mixed_3b/Branch_0_Conv3d_0a_1x1/w`). `load_npz` never unpickles: object
@@ -13,6 +14,7 @@ shape.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from typing import Any, Mapping
 
@@ -74,6 +76,46 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f'{path}: array {key!r} has dtype {value.dtype}, '
                          'expected numbers')
       out[key] = value
+  return out
+
+
+# safetensors dtype -> numpy dtype of the stored bytes (BF16: uint16 bits,
+# widened to float32 below).
+_SAFETENSORS_DTYPES = {
+    'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
+    'BF16': np.uint16, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
+    'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
+
+
+def load_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Every tensor of a `.safetensors` file (Hugging Face's format: an 8-byte
+  little-endian header size, a JSON header of `name: {dtype, shape,
+  data_offsets}`, the raw bytes), read with numpy (no torch, no pickle);
+  bfloat16 tensors come back as float32.
+
+  Raises:
+    ValueError: not a safetensors file, or a dtype numpy cannot hold.
+  """
+  data = storage.read_bytes(path)
+  try:
+    size = int(np.frombuffer(data[:8], '<u8')[0])
+    header = json.loads(data[8:8 + size])
+  except (ValueError, IndexError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path} is not a safetensors file: {e}') from e
+  body = memoryview(data)[8 + size:]
+  out = {}
+  for name, info in header.items():
+    if name == '__metadata__':
+      continue
+    dtype = _SAFETENSORS_DTYPES.get(info['dtype'])
+    if dtype is None:
+      raise ValueError(f'{path}: tensor {name!r} has dtype {info["dtype"]}, '
+                       f'not one of {sorted(_SAFETENSORS_DTYPES)}')
+    start, end = info['data_offsets']
+    array = np.frombuffer(body[start:end], np.dtype(dtype).newbyteorder('<'))
+    if info['dtype'] == 'BF16':  # the high half of a float32
+      array = (array.astype(np.uint32) << 16).view(np.float32)
+    out[name] = array.reshape(info['shape'])
   return out
 
 

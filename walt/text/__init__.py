@@ -1,0 +1,2 @@
+"""Text conditioning: text encoders (a Flax T5, a built-in encoder) behind
+one interface."""
