@@ -128,3 +128,38 @@ def test_imagenet_folder_builder(tmp_path):
   small = np.asarray(Image.fromarray(image).resize((70, 50), Image.BOX).resize(
       (45, 32), Image.BICUBIC))
   np.testing.assert_array_equal(out, small[:, 6:38])
+
+
+def test_webvideo_builder_keeps_captions_and_counts_skips(tmp_path):
+  manual = tmp_path / 'manual'
+  rows = [('clips/a.mp4', 'a dog runs on the beach', 6),
+          ('clips/b.mp4', 'waves, "crashing" at night', 7),
+          ('clips/short.mp4', 'too short', 3),
+          ('clips/gone.mp4', 'missing file', None),
+          ('clips/bad.mp4', 'unreadable', 'bad')]
+  for i, (rel, _, frames) in enumerate(rows):
+    if frames == 'bad':
+      (manual / rel).write_bytes(b'not a video')
+    elif frames is not None:
+      _video(str(manual / rel), frames, i)
+  with open(manual / 'train.csv', 'w', newline='', encoding='utf-8') as f:
+    w = csv.writer(f)
+    w.writerow(['path', 'caption'])
+    w.writerows((rel, caption) for rel, caption, _ in rows)
+  with open(manual / 'validation.csv', 'w', newline='') as f:
+    csv.writer(f).writerows([('path', 'caption'), ('clips/a.mp4', 'again')])
+  data_dir = str(tmp_path / 'data')
+  builder = build.ensure_built('webvideo/5x32x32', data_dir, str(manual))
+  assert builder.info.metadata['skipped']['train'] == {
+      'missing': 1, 'unreadable': 1, 'too_short': 1}
+  train = _read('webvideo/5x32x32', data_dir, 'train')
+  got = sorted((str(train[i]['caption'], 'utf-8') if isinstance(
+      train[i]['caption'], bytes) else train[i]['caption'])
+               for i in range(len(train)))
+  assert got == ['a dog runs on the beach', 'waves, "crashing" at night']
+  assert train[0]['video'].shape == (5, 32, 32, 3)
+  assert len(_read('webvideo/5x32x32', data_dir, 'validation')) == 1
+  (manual / 'train.csv').write_text('file,text\nclips/a.mp4,x\n')
+  with pytest.raises(ValueError, match='expected a header with path,caption'):
+    build.ensure_built('webvideo/5x32x32', str(tmp_path / 'data2'),
+                       str(manual))

@@ -1,4 +1,5 @@
-r"""tfds builders for user-held copies of UCF-101 and Kinetics-600.
+r"""tfds builders for user-held copies of UCF-101, Kinetics-600, ImageNet
+and captioned video collections (`webvideo`).
 
 walt cannot download these; put your copy in a manual dir and build:
 
@@ -17,10 +18,16 @@ Layouts (the official releases):
   test without labels) and the clips anywhere under `MANUAL/kinetics600/`,
   named `<youtube_id>_<start:06d>_<end:06d>.<ext>` as the crawlers write them.
 
+- webvideo (WebVid-style collections of videos with captions):
+  `MANUAL/train.csv` (and optionally `MANUAL/validation.csv`) with a header
+  row and the columns `path,caption`; paths relative to MANUAL (or
+  absolute). Configs: `base` 17x128x128, `base_wide` 17x128x224, `sr1`
+  17x256x448, `sr2` 17x512x896 (the cascade's stages), `5x32x32`.
+
 Each example is the first `frames` frames (every `frame_stride`-th) of a
 video, scaled (antialiased) so its shorter side is the target size and
 centre-cropped, uint8 `[frames, h, w, 3]`; `label` is the class index (-1 for
-unlabelled Kinetics test clips). Missing, unreadable or too-short videos are
+unlabelled Kinetics test clips and for webvideo, which has `caption`). Missing, unreadable or too-short videos are
 skipped and counted in `info.metadata['skipped']` and the build log.
 """
 
@@ -92,6 +99,7 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
   NUM_CLASSES = 0
+  CAPTIONS = False  # items carry a caption (a `caption` text feature)
 
   def __init__(self, *, file_format='array_record', **kwargs):
     super().__init__(file_format=file_format, **kwargs)
@@ -99,21 +107,25 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     raw = tfds.features.Encoding.BYTES
+    features = {
+        'video': tfds.features.Tensor(
+            shape=(c.frames, c.height, c.width, 3), dtype=np.uint8,
+            encoding=raw),
+        'label': tfds.features.Scalar(dtype=np.int64),
+        'video_id': tfds.features.Text(),
+        'index': tfds.features.Scalar(dtype=np.int64),
+    }
+    if self.CAPTIONS:
+      features['caption'] = tfds.features.Text()
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__,
-        features=tfds.features.FeaturesDict({
-            'video': tfds.features.Tensor(
-                shape=(c.frames, c.height, c.width, 3), dtype=np.uint8,
-                encoding=raw),
-            'label': tfds.features.Scalar(dtype=np.int64),
-            'video_id': tfds.features.Text(),
-            'index': tfds.features.Scalar(dtype=np.int64),
-        }),
+        features=tfds.features.FeaturesDict(features),
         supervised_keys=('video', 'label'),
         metadata=tfds.core.MetadataDict(),
     )
 
-  # Subclasses: (split -> [(video_id, path or None, label)], class names).
+  # Subclasses: (split -> [(video_id, path or None, label[, caption])],
+  # class names).
   def _index(self, manual_dir: str):
     raise NotImplementedError
 
@@ -152,7 +164,7 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
                 ) -> Iterator[tuple[int, dict]]:
     c = self.builder_config
     need = (c.frames - 1) * c.frame_stride + 1
-    for i, (video_id, path, label) in enumerate(items):
+    for i, (video_id, path, label, *caption) in enumerate(items):
       skipped = self._skipped[split]
       if path is None:
         skipped['missing'] += 1
@@ -169,8 +181,11 @@ class _ManualVideoBuilder(tfds.core.GeneratorBasedBuilder):
       clip = video[:need:c.frame_stride]
       if clip.shape[1:3] != (c.height, c.width):
         clip = scale_and_center_crop(clip, c.height, c.width)
-      yield offset + i, {'video': clip, 'label': int(label),
-                         'video_id': video_id, 'index': offset + i}
+      example = {'video': clip, 'label': int(label), 'video_id': video_id,
+                 'index': offset + i}
+      if self.CAPTIONS:
+        example['caption'] = caption[0]
+      yield offset + i, example
 
 
 class Ucf101(_ManualVideoBuilder):
@@ -246,6 +261,43 @@ class Kinetics600(_ManualVideoBuilder):
         items.append((video_id, files.get(video_id), label))
       splits[split] = items
     return splits, names
+
+
+class Webvideo(_ManualVideoBuilder):
+  """Videos with captions (WebVid-style) from a user-held collection:
+  `train.csv` / `validation.csv` of `path,caption` beside the files."""
+
+  CAPTIONS = True
+  MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      ClipConfig(name='base', frames=17, height=128, width=128),
+      ClipConfig(name='base_wide', frames=17, height=128, width=224),
+      ClipConfig(name='sr1', frames=17, height=256, width=448),
+      ClipConfig(name='sr2', frames=17, height=512, width=896),
+      _config(5, 32, 32)]
+  SPLITS = {'train': 'train.csv', 'validation': 'validation.csv'}
+
+  def _index(self, manual_dir):
+    if not os.path.exists(os.path.join(manual_dir, self.SPLITS['train'])):
+      raise FileNotFoundError(f'webvideo: {manual_dir}/train.csv is missing '
+                              f'(see {__name__})')
+    splits = {}
+    for split, name in self.SPLITS.items():
+      path = os.path.join(manual_dir, name)
+      if not os.path.exists(path):
+        continue
+      with open(path, newline='', encoding='utf-8') as f:
+        reader = csv.DictReader(f)
+        if not {'path', 'caption'} <= set(reader.fieldnames or ()):
+          raise ValueError(f'webvideo: {path} has columns {reader.fieldnames}'
+                           '; expected a header with path,caption')
+        items = []
+        for row in reader:
+          video = os.path.join(manual_dir, row['path'])
+          items.append((row['path'], video if os.path.exists(video) else None,
+                        -1, row['caption'].strip()))
+      splits[split] = items
+    return splits, []
 
 
 def adm_center_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -17,6 +17,7 @@ BUILDER_MODULES = {
     'ucf101': 'walt.data.real_videos',  # from a user-held copy
     'kinetics600': 'walt.data.real_videos',  # from a user-held copy
     'imagenet_folder': 'walt.data.real_videos',  # from a user-held copy
+    'webvideo': 'walt.data.real_videos',  # user-held videos + captions
 }
 
 
