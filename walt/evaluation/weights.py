@@ -8,7 +8,6 @@ before anything runs (`walt.weight_files`).
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 
