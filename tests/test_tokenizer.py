@@ -245,3 +245,29 @@ def test_whole_tokenizer_is_the_same_function_with_im2col_convs(tiny):
   want = model.apply({'params': params}, video)[0]
   got = jax.jit(lambda p, v: other.apply({'params': p}, v)[0])(params, video)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4)
+
+
+def test_rms_norm_makes_the_encoder_independent_of_the_frame_size():
+  """With per-position RMSNorm (`norm='rms'`) a latent position whose
+  receptive field lies inside a crop is the same whether the crop or the
+  whole frame is encoded (so training on crops transfers to whole frames);
+  per-frame GroupNorm statistics change with the frame size."""
+  import dataclasses
+  video = jax.random.uniform(jax.random.key(4), (1, 5, 128, 128, 3),
+                             minval=-1, maxval=1)
+  crop = video[:, :, 16:112, 16:112]  # latent offset 4 (4x spatial)
+  gaps = {}
+  for norm in ('rms', 'group'):
+    model = tok.Tokenizer(dataclasses.replace(TINY_PATCH, norm=norm))
+    params = _perturbed_init(model, crop)
+    encode = jax.jit(lambda v, model=model, params=params: model.apply(
+        {'params': params}, v, method='encode'))
+    whole, part = encode(video), encode(crop)
+    assert part.shape[2:4] == (24, 24)
+    # The centre 4x4 of the crop's latent: receptive fields inside the crop.
+    gaps[norm] = float(jnp.abs(part[:, :, 10:14, 10:14]
+                               - whole[:, :, 14:18, 14:18]).max())
+  assert gaps['rms'] < 1e-4, gaps
+  assert gaps['group'] > 1e-3, gaps
+  with pytest.raises(ValueError, match='norm'):
+    dataclasses.replace(TINY_PATCH, norm='batch').validate()

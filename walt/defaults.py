@@ -23,7 +23,7 @@ def tokenizer():
       'num_res_blocks': 4, 'num_mid_blocks': 4,
       'temporal_downsample': (False, True, True), 'latent_channels': 8,
       'kl': False, 'temporal_kernel': 3, 'num_groups': 32,
-      'normalize': True, 'patch_size': (1, 1, 1), 'stem': 'space_to_depth',
+      'normalize': True, 'norm': 'group', 'patch_size': (1, 1, 1), 'stem': 'space_to_depth',
       'spatial_downsample': (), 'conv_impl': 'xla',
       # Mixed precision (params, optimizer, norm statistics, loss: float32;
       # conv inputs and outputs bfloat16). CPU configs set float32.

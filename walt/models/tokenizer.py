@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from walt.models.layers import (CONV_IMPLS, AdaptiveGroupNorm, CausalConv3D,
-                                GroupNorm, ResBlock, Upsample, depth_to_space,
-                                space_to_depth)
+from walt.models.layers import (CONV_IMPLS, NORMS, AdaptiveGroupNorm,
+                                CausalConv3D, GroupNorm, ResBlock, Upsample,
+                                depth_to_space, space_to_depth)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,11 @@ class TokenizerConfig:
   # False: GroupNorms keep only their affine part and the decoder has no
   # adaptive GroupNorm (faster early learning at CPU sizes; see sprites.py).
   normalize: bool = True
+  # Normalisation statistics (layers.NORMS): 'group', per-frame GroupNorm
+  # (MAGVIT-v2) plus the decoder's adaptive GroupNorm; 'rms', per-position
+  # RMSNorm over channels and no adaptive norm, so nothing depends on the
+  # frame size and training on crops transfers to whole frames.
+  norm: str = 'group'
   # Patchify stem, `(t, h, w)`: the encoder first folds each causal group
   # of t frames (the first frame alone, zero-padded in front) and each h x w
   # tile onto channels, and the decoder unfolds its output the same way, so
@@ -99,6 +104,8 @@ class TokenizerConfig:
                        f'{self.patch_size}')
     if self.conv_impl not in CONV_IMPLS:
       raise ValueError(f'unknown conv_impl {self.conv_impl!r}: {CONV_IMPLS}')
+    if self.norm not in NORMS:
+      raise ValueError(f'unknown norm {self.norm!r}: {NORMS}')
     levels = len(self.channel_multipliers) - 1
     if self.spatial_downsample and len(self.spatial_downsample) < levels:
       raise ValueError(f'spatial_downsample needs {levels} entries')
@@ -188,7 +195,8 @@ class Encoder(nn.Module):
     conv = lambda f, k, s=(1, 1, 1), name=None: CausalConv3D(
         f, k, s, dtype=c.dtype, impl=c.conv_impl, name=name)
     block = lambda f, name: ResBlock(f, c.num_groups, kt, c.dtype,
-                                     c.normalize, c.conv_impl, name=name)
+                                     c.normalize, c.conv_impl, c.norm,
+                                     name=name)
     if tuple(c.patch_size) != (1, 1, 1):
       x = patchify(x, c, first_chunk)
     h = conv(c.base_channels, (kt, 3, 3), name='conv_in')(x, first_chunk)
@@ -205,7 +213,8 @@ class Encoder(nn.Module):
                    name=f'level{level}_down')(h, first_chunk)
     for i in range(c.num_mid_blocks):
       h = block(h.shape[-1], f'mid_block{i}')(h, first_chunk)
-    h = nn.swish(GroupNorm(c.num_groups, c.normalize, name='norm_out')(h))
+    h = nn.swish(GroupNorm(c.num_groups, c.normalize, c.norm,
+                             name='norm_out')(h))
     out = c.latent_channels * (2 if c.kl else 1)
     return conv(out, (1, 1, 1), name='conv_out')(h, first_chunk)
 
@@ -221,7 +230,8 @@ class Decoder(nn.Module):
     levels = len(c.channel_multipliers)
     top = c.base_channels * c.channel_multipliers[-1]
     block = lambda f, name: ResBlock(f, c.num_groups, kt, c.dtype,
-                                     c.normalize, c.conv_impl, name=name)
+                                     c.normalize, c.conv_impl, c.norm,
+                                     name=name)
     h = CausalConv3D(top, (kt, 3, 3), dtype=c.dtype, impl=c.conv_impl,
                      name='conv_in')(z, first_chunk)
     for i in range(c.num_mid_blocks):
@@ -229,7 +239,7 @@ class Decoder(nn.Module):
     time_factor = 1  # frames of h per latent frame
     for level in reversed(range(levels)):
       features = c.base_channels * c.channel_multipliers[level]
-      if c.normalize:
+      if c.normalize and c.norm == 'group':
         h = AdaptiveGroupNorm(c.num_groups, time_factor,
                               name=f'level{level}_adanorm')(h, z, first_chunk)
       for i in range(c.num_res_blocks):
@@ -242,7 +252,8 @@ class Decoder(nn.Module):
                        temporal, kt, c.dtype, spatial, c.conv_impl,
                        name=f'level{level}_up')(h, first_chunk)
         time_factor *= 2 if temporal else 1
-    h = nn.swish(GroupNorm(c.num_groups, c.normalize, name='norm_out')(h))
+    h = nn.swish(GroupNorm(c.num_groups, c.normalize, c.norm,
+                             name='norm_out')(h))
     pt, ph, pw = c.patch_size
     h = CausalConv3D(3 * pt * ph * pw, (kt, 3, 3), dtype=c.dtype,
                      impl=c.conv_impl, name='conv_out')(h, first_chunk)

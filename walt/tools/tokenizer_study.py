@@ -116,6 +116,13 @@ VARIANTS = {
                                              'optimizer.lr': 2e-3}),
     'quick_w32_lat16': (_SPRITES, 'quick', {**_Q1W32,
                                             'model.latent_channels': 16}),
+    # Size-independent norms: train on 32x32 crops of 4 clips, evaluate on
+    # whole 64x64 frames.
+    'default_group_crops': (_SPRITES, 'default', {
+        'model.norm': 'group', 'data.crop': (32, 32), 'batch_size': 4}),
+    'default_rms_crops': (_SPRITES, 'default', {
+        'model.norm': 'rms', 'data.crop': (32, 32), 'batch_size': 4}),
+    'default_rms_whole': (_SPRITES, 'default', {'model.norm': 'rms'}),
     # The configs as they are now.
     'sprites_quick': (_SPRITES, 'quick', {}),
     'sprites_default': (_SPRITES, 'default', {}),
