@@ -144,38 +144,48 @@ def test_full_window_is_full_attention(tokens):
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=2e-5)
 
 
-def _attention_inputs():
+def _attention_inputs(context=0):
+  """q `[4, 3, 8, 2, 4]`; keys: 8 window tokens (+ `context` text tokens).
+  Samples 0 and 2 are image stacks of 2 frames (4 tokens each), 1 and 3
+  videos; sample 1's second half of the text is padding."""
   b, n, length, heads, d = 4, 3, 8, 2, 4
-  q, k, v = jax.random.normal(jax.random.key(0), (3, b, n, length, heads, d))
-  bias = jax.random.normal(jax.random.key(1), (heads, length, length))
-  # Samples 0 and 2 are image stacks of 2 frames (4 tokens each), 1 and 3
-  # videos.
-  segments = jnp.asarray([np.arange(length) // 4, np.zeros(length, int)] * 2)
-  return q, k, v, bias, segments
+  keys = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(keys[0], (b, n, length, heads, d))
+  k, v = jax.random.normal(keys[1], (2, b, n, length + context, heads, d))
+  bias = jax.random.normal(keys[2], (heads, length, length + context))
+  frame = np.arange(length) // 4
+  same = frame[:, None] == frame[None]
+  own = np.stack([same, np.ones_like(same)] * 2)
+  text = np.ones((b, length, context), bool)
+  text[1, :, context // 2:] = False
+  return q, k, v, bias, jnp.asarray(np.concatenate([own, text], -1))
 
 
 def test_attend_matches_jax_attention_with_bias_and_mask():
-  q, k, v, bias, segments = _attention_inputs()
+  q, k, v, bias, mask = _attention_inputs(context=3)
   b, n, length, heads, d = q.shape
-  ours = attention.attend(q, k, v, bias, segments)
-  flat = lambda a: a.reshape(b * n, length, heads, d)
-  same = segments[:, :, None] == segments[:, None, :]
+  ours = attention.attend(q, k, v, bias, mask)
+  flat = lambda a: a.reshape(b * n, -1, heads, d)
   ref = jax.nn.dot_product_attention(
       flat(q), flat(k), flat(v), bias=bias[None],
-      mask=jnp.repeat(same[:, None], n, axis=0)).reshape(ours.shape)
+      mask=jnp.repeat(mask[:, None], n, axis=0)).reshape(ours.shape)
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)
-  # The image sample's first frame never sees its second frame.
-  moved = attention.attend(q, k.at[:, :, 4:].add(3.0), v.at[:, :, 4:].add(3.0),
-                           bias, segments)
+  # The image sample's first frame never sees its second frame; padded
+  # text is never seen.
+  moved = attention.attend(q, k.at[:, :, 4:8].add(3.0),
+                           v.at[:, :, 4:8].add(3.0), bias, mask)
   np.testing.assert_allclose(np.asarray(moved[0, :, :4]),
                              np.asarray(ours[0, :, :4]), atol=1e-6)
   assert float(jnp.abs(moved[1, :, :4] - ours[1, :, :4]).max()) > 1e-3
+  padded = attention.attend(q, k.at[1, :, 9:].add(3.0),
+                            v.at[1, :, 9:].add(3.0), bias, mask)
+  np.testing.assert_allclose(np.asarray(padded), np.asarray(ours), atol=1e-6)
 
 
-def _value_and_grads(fn):
-  q, k, v, bias, segments = _attention_inputs()
+def _value_and_grads(fn, context=0):
+  q, k, v, bias, mask = _attention_inputs(context)
   cot = jax.random.normal(jax.random.key(2), q.shape)
-  out, vjp = jax.vjp(lambda *a: fn(*a, segments), q, k, v, bias)
+  out, vjp = jax.vjp(lambda *a: fn(*a, mask), q, k, v, bias)
   return (out,) + vjp(cot)
 
 
@@ -185,28 +195,31 @@ def _assert_same_attention(got, expected):
                                err_msg=name)
 
 
-def test_cudnn_attention_path_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize('context', [0, 3])
+def test_cudnn_attention_path_gives_the_same_outputs_and_gradients(context):
   """`model.attention=cudnn`: its reshapes and masks, run with jax.nn's XLA
   reference here (no GPU), equal the XLA path forward and backward."""
   _assert_same_attention(
       _value_and_grads(lambda *a: attention.dot_product_attention(
-          *a, implementation=None)),
-      _value_and_grads(attention.attend))
-  q, k, v, bias, segments = _attention_inputs()
+          *a, implementation=None), context),
+      _value_and_grads(attention.attend, context))
+  q, k, v, bias, mask = _attention_inputs()
   with pytest.raises(ValueError, match="model.attention='flash'"):
-    attention.attend(q, k, v, bias, segments, kernel='flash')
+    attention.attend(q, k, v, bias, mask, kernel='flash')
 
 
 @pytest.mark.slow
-def test_pallas_tpu_attention_gives_the_same_outputs_and_gradients():
+@pytest.mark.parametrize('context', [0, 3])
+def test_pallas_tpu_attention_gives_the_same_outputs_and_gradients(context):
   """`model.attention=pallas`: the TPU flash-attention kernel, run in
-  Pallas' TPU interpreter, with windows padded to its 128-token tiles,
-  equals the XLA path forward and backward (bias gradient included)."""
+  Pallas' TPU interpreter, with queries and keys padded to its 128-token
+  tiles, equals the XLA path forward and backward (bias gradient
+  included)."""
   from jax.experimental.pallas import tpu as pltpu
-  expected = _value_and_grads(attention.attend)
+  expected = _value_and_grads(attention.attend, context)
   with pltpu.force_tpu_interpret_mode():
     _assert_same_attention(_value_and_grads(
-        lambda *a: attention.attend(*a, kernel='pallas')), expected)
+        lambda *a: attention.attend(*a, kernel='pallas'), context), expected)
 
 
 def test_per_device_attention_blocks_on_a_mesh_equal_the_whole():
@@ -215,14 +228,86 @@ def test_per_device_attention_blocks_on_a_mesh_equal_the_whole():
   tensor; the bias gradient sums over the batch shards. Checked with the
   XLA attention inside the same wrapper (the kernel itself: above, and
   compiled for TPU in test_scale.py)."""
-  expected = _value_and_grads(attention.attend)
+  expected = _value_and_grads(attention.attend, 3)
   per_shard = lambda *a: attention._per_shard(attention._attend_xla, *a)  # pylint: disable=protected-access
   mesh = mesh_lib.create_mesh({'data': 2, 'fsdp': 2, 'tensor': 2})
   with jax.set_mesh(mesh), nn.logical_axis_rules(mesh_lib.DEFAULT_RULES):
-    got = jax.jit(lambda: _value_and_grads(per_shard))()
-    text = jax.jit(lambda: _value_and_grads(per_shard)).lower().as_text()
-  assert 'shard_map' in text or 'manual' in text.lower()
+    got = jax.jit(lambda: _value_and_grads(per_shard, 3))()
   _assert_same_attention(got, expected)
+
+
+def _cascade_model(**kw):
+  """A tiny SR + text denoiser with random params: (apply, inputs)."""
+  cfg = _config(low_res_channels=3, text_dim=6, scan=True, **kw)
+  model = dn.Denoiser(cfg)
+  b = 2
+  inputs = dict(
+      z=jax.random.normal(jax.random.key(1), (b, *GRID, 4)),
+      t=jnp.asarray([0.3, 0.7]), labels=jnp.asarray([0, 1]),
+      low_res=jax.random.normal(jax.random.key(2), (b, GRID[0], 2, 2, 3)),
+      t_sr=jnp.asarray([0.1, 0.2]),
+      text=jax.random.normal(jax.random.key(3), (b, 5, 6)),
+      text_mask=jnp.asarray([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool))
+  params = _randomize(sharding_lib.strip_boxes(model.init(
+      jax.random.key(0), inputs.pop('z'), inputs.pop('t'), **inputs
+  )['params']))
+  inputs = dict(z=jax.random.normal(jax.random.key(1), (b, *GRID, 4)),
+                t=jnp.asarray([0.3, 0.7]), **inputs)
+
+  @jax.jit
+  def apply(z, t, **kw):
+    return model.apply({'params': params}, z, t, **kw)
+  return apply, inputs
+
+
+def test_sr_stage_sees_the_low_res_latent_and_its_noise_level():
+  apply, inputs = _cascade_model()
+  base = apply(**inputs)
+  differs = lambda **kw: float(jnp.abs(apply(**{**inputs, **kw}) - base).max())
+  # t_sr reaches the modulation; the low-res latent reaches the tokens, each
+  # low-res position through the upsampling conv to its neighbourhood only.
+  assert differs(t_sr=jnp.asarray([0.5, 0.2])) > 1e-3
+  assert differs(low_res=inputs['low_res'] * 0.5) > 1e-3
+  one = apply(**{**inputs, 't_sr': jnp.asarray([0.5, 0.2])})
+  np.testing.assert_allclose(np.asarray(one[1]), np.asarray(base[1]),
+                             atol=1e-6)  # per example
+
+
+def test_text_tokens_are_attended_and_padding_is_not():
+  apply, inputs = _cascade_model()
+  base = apply(**inputs)
+  # Real text tokens matter; padded ones never do.
+  text = inputs['text']
+  changed = apply(**{**inputs, 'text': text.at[0, 1].add(2.0)})
+  assert float(jnp.abs(changed[0] - base[0]).max()) > 1e-3
+  np.testing.assert_allclose(np.asarray(changed[1]), np.asarray(base[1]),
+                             atol=1e-6)
+  padded = apply(**{**inputs, 'text': text.at[0, 3:].add(5.0)})
+  np.testing.assert_allclose(np.asarray(padded), np.asarray(base), atol=1e-5)
+  # No text at all = every text token masked (the guidance's unconditional
+  # pass).
+  none = apply(**{k: v for k, v in inputs.items()
+                  if k not in ('text', 'text_mask')})
+  masked = apply(**{**inputs, 'text_mask': jnp.zeros((2, 5), bool)})
+  np.testing.assert_allclose(np.asarray(masked), np.asarray(none), atol=1e-5)
+
+
+def test_cross_attention_keys_include_the_window_tokens():
+  """With text, a spatial window still attends to its own tokens: a token
+  moves the other outputs of its window, not of other windows."""
+  cfg = _config(text_dim=6, spatial_window=(2, 2))
+  layer = attention.WindowAttention(cfg.num_heads, (1, 2, 2), GRID)
+  x = jax.random.normal(jax.random.key(0), (2, *GRID, cfg.width))
+  ctx = jax.random.normal(jax.random.key(1), (2, 5, cfg.width))
+  ctx_mask = jnp.ones((2, 5), bool)
+  params = _randomize(sharding_lib.strip_boxes(
+      layer.init(jax.random.key(0), x, None, ctx, ctx_mask)['params']))
+  fn = jax.jit(lambda x: layer.apply({'params': params}, x, None, ctx,
+                                     ctx_mask))
+  changed = _changed(fn, x, (1, 0, 0))
+  expected = np.zeros(GRID, bool)
+  expected[1, :2, :2] = True
+  np.testing.assert_array_equal(changed, expected)
 
 
 def test_windows_are_reshapes_that_invert():

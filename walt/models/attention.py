@@ -75,35 +75,30 @@ def relative_position_index(window: Window, table_window: Window
 # `model.attention`: how attention within a window is computed. 'xla': two
 # batched matmuls and a softmax that XLA fuses (any backend); 'cudnn':
 # cuDNN's fused flash attention (NVIDIA GPUs, bf16/fp16); 'pallas': the
-# Pallas flash-attention kernel for TPUs (bias and image masks go in as its
-# `ab` input). All three compute the same function.
+# Pallas flash-attention kernel for TPUs (bias and masks go in as its `ab`
+# input). All three compute the same function.
 ATTENTION_KERNELS = ('xla', 'cudnn', 'pallas')
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array,
-           segments: jax.Array | None, kernel: str = 'xla') -> jax.Array:
+           mask: jax.Array | None, kernel: str = 'xla') -> jax.Array:
   """Softmax attention within windows.
 
-  q, k, v `[b, n, L, heads, d]` (n windows of L tokens); bias `[heads, L,
-  L]`, added to the logits; segments int `[b, L]` or None: a token attends
-  only to tokens of its own segment (None: to every token) ->
-  `[b, n, L, heads, d]`.
+  q `[b, n, Lq, heads, d]`, k, v `[b, n, Lk, heads, d]` (n windows; keys
+  may add context tokens to a window's own); bias `[heads, Lq, Lk]`, added
+  to the logits; mask bool `[b|1, Lq, Lk]` (True = may attend; the same in
+  every window and head) or None -> `[b, n, Lq, heads, d]`.
   """
   if kernel == 'xla':
-    return _attend_xla(q, k, v, bias, segments)
+    return _attend_xla(q, k, v, bias, mask)
   if kernel == 'cudnn':
-    return dot_product_attention(q, k, v, bias, segments, 'cudnn')
+    return dot_product_attention(q, k, v, bias, mask, 'cudnn')
   if kernel == 'pallas':
-    return _per_shard(_attend_pallas_tpu, q, k, v, bias, segments)
+    return _per_shard(_attend_pallas_tpu, q, k, v, bias, mask)
   raise ValueError(f'model.attention={kernel!r}: one of {ATTENTION_KERNELS}')
 
 
-def _same_segment(segments: jax.Array) -> jax.Array:
-  """int `[b, L]` -> bool `[b, L, L]`: the pairs that may attend."""
-  return segments[:, :, None] == segments[:, None, :]
-
-
-def _attend_xla(q, k, v, bias, segments):
+def _attend_xla(q, k, v, bias, mask):
   """Heads go next to the batch axes before the two matmuls so that each is
   one batched GEMM on contiguous `[L, d]` blocks; XLA's CPU path for
   `jax.nn.dot_product_attention` transposes inside the dot instead and
@@ -112,29 +107,28 @@ def _attend_xla(q, k, v, bias, segments):
   heads_first = lambda a: jnp.swapaxes(a, 2, 3)  # [b, n, heads, L, d]
   q, k, v = heads_first(q * scale), heads_first(k), heads_first(v)
   logits = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) + bias
-  if segments is not None:
-    # [b, 1, 1, L, L]: broadcast over windows and heads inside the softmax
-    # fusion, never materialised per window.
-    mask = _same_segment(segments)[:, None, None]
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  if mask is not None:
+    # [b, 1, 1, Lq, Lk]: broadcast over windows and heads inside the
+    # softmax fusion, never materialised per window.
+    logits = jnp.where(mask[:, None, None], logits,
+                       jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   return heads_first(jnp.matmul(weights.astype(v.dtype), v))
 
 
-def dot_product_attention(q, k, v, bias, segments, implementation):
+def dot_product_attention(q, k, v, bias, mask, implementation):
   """`attend` through `jax.nn.dot_product_attention` (`implementation`:
   'cudnn', or None for its XLA reference, which the tests compare)."""
-  b, n, length, heads, d = q.shape
-  flat = lambda a: a.reshape(b * n, length, heads, d)
-  mask = None
-  if segments is not None:
-    mask = jnp.broadcast_to(_same_segment(segments)[:, None, None],
-                            (b, n, 1, length, length))
-    mask = mask.reshape(b * n, 1, length, length)
+  b, n, lq, heads, d = q.shape
+  lk = k.shape[2]
+  flat = lambda a: a.reshape(b * n, a.shape[2], heads, d)
+  if mask is not None:
+    mask = jnp.broadcast_to(mask[:, None, None], (b, n, 1, lq, lk))
+    mask = mask.reshape(b * n, 1, lq, lk)
   out = jax.nn.dot_product_attention(
       flat(q), flat(k), flat(v), bias=bias[None].astype(q.dtype), mask=mask,
       scale=d ** -0.5, implementation=implementation)
-  return out.reshape(b, n, length, heads, d)
+  return out.reshape(b, n, lq, heads, d)
 
 
 def _mesh_axes(logical: str, size: int, mesh) -> str | tuple[str, ...] | None:
@@ -149,63 +143,65 @@ def _mesh_axes(logical: str, size: int, mesh) -> str | tuple[str, ...] | None:
   return names if names and size % ways == 0 else None
 
 
-def _per_shard(fn, q, k, v, bias, segments):
+def _per_shard(fn, q, k, v, bias, mask):
   """`fn` on each device's block (batch over the batch axes, heads over
   `tensor`), through shard_map: XLA cannot partition a Mosaic kernel, and
   attention never mixes batch elements or heads."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
-    return fn(q, k, v, bias, segments)
+    return fn(q, k, v, bias, mask)
   batch = _mesh_axes('act_batch', q.shape[0], mesh)
   heads = _mesh_axes('act_heads', q.shape[3], mesh)
   spec = P(batch, None, None, heads, None)
   args, specs = [q, k, v, bias], [spec, spec, spec, P(heads, None, None)]
-  if segments is not None:
-    args.append(segments)
-    specs.append(P(batch, None))
+  if mask is not None:
+    args.append(mask)
+    specs.append(P(batch if mask.shape[0] == q.shape[0] else None, None,
+                   None))
   local = lambda *a: fn(*a, *([None] * (5 - len(a))))
   # check_vma=False: pallas_call outputs carry no varying-axes type.
   return jax.shard_map(local, in_specs=tuple(specs), out_specs=spec,
                        check_vma=False)(*args)
 
 
-def _attend_pallas_tpu(q, k, v, bias, segments):
-  """Windows are padded to a multiple of the kernel's 128-token tiles
-  (padded keys masked out, padded queries dropped); a padded window is one
-  block (a few hundred tokens, far below VMEM limits). The segment mask
+def _attend_pallas_tpu(q, k, v, bias, mask):
+  """Queries and keys are padded to multiples of the kernel's 128-token
+  tiles (padded keys masked out, padded queries dropped); a padded window
+  is one block (a few hundred tokens, far below VMEM limits). The mask
   joins the bias: the kernel takes both as its `ab` input."""
   from jax.experimental.pallas.ops.tpu import flash_attention as fa  # pylint: disable=g-import-not-at-top
-  b, n, length, heads, d = q.shape
-  padded = -(-length // fa.MIN_BLOCK_SIZE) * fa.MIN_BLOCK_SIZE
-  pad = padded - length
+  b, n, lq, heads, d = q.shape
+  lk = k.shape[2]
+  tile = fa.MIN_BLOCK_SIZE
+  pq, pk = -(-lq // tile) * tile, -(-lk // tile) * tile
 
-  def flat(a):  # [b * n, heads, padded, d]
+  def flat(a, padded):  # [b * n, heads, padded, d]
+    length = a.shape[2]
     a = jnp.swapaxes(a.reshape(b * n, length, heads, d), 1, 2)
-    return jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0)))
+    return jnp.pad(a, ((0, 0), (0, 0), (0, padded - length), (0, 0)))
 
-  allowed = jnp.ones((1, length, length), bool)
-  if segments is not None:
-    allowed = _same_segment(segments)  # [b, L, L]
-  allowed = jnp.pad(allowed, ((0, 0), (0, pad), (0, pad)))
-  masked = jnp.where(allowed, 0.0, -1e9)[:, None, None]  # [b|1, 1, 1, P, P]
-  ab = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, pad), (0, pad)))
-  ab = jnp.broadcast_to(ab + masked, (b, n, heads, padded, padded))
+  allowed = jnp.ones((1, lq, lk), bool) if mask is None else mask
+  allowed = jnp.pad(allowed, ((0, 0), (0, pq - lq), (0, pk - lk)))
+  masked = jnp.where(allowed, 0.0, -1e9)[:, None, None]  # [b|1, 1, 1, Pq, Pk]
+  ab = jnp.pad(bias.astype(jnp.float32), ((0, 0), (0, pq - lq), (0, pk - lk)))
+  ab = jnp.broadcast_to(ab + masked, (b, n, heads, pq, pk))
   blocks = fa.BlockSizes(
-      block_q=padded, block_k_major=padded, block_k=padded, block_b=1,
-      block_q_major_dkv=padded, block_k_major_dkv=padded, block_k_dkv=padded,
-      block_q_dkv=padded, block_k_major_dq=padded, block_k_dq=padded,
-      block_q_dq=padded)
+      block_q=pq, block_k_major=pk, block_k=pk, block_b=1,
+      block_q_major_dkv=pq, block_k_major_dkv=pk, block_k_dkv=pk,
+      block_q_dkv=pq, block_k_major_dq=pk, block_k_dq=pk, block_q_dq=pq)
   # The kernel scales the biased logits, (qk + ab) * sm_scale: scale q.
-  out = fa.flash_attention(flat(q * d ** -0.5), flat(k), flat(v),
-                           ab=ab.reshape(b * n, heads, padded, padded),
+  out = fa.flash_attention(flat(q * d ** -0.5, pq), flat(k, pk), flat(v, pk),
+                           ab=ab.reshape(b * n, heads, pq, pk),
                            block_sizes=blocks)
-  out = jnp.swapaxes(out[:, :, :length], 1, 2)
-  return out.reshape(b, n, length, heads, d)
+  out = jnp.swapaxes(out[:, :, :lq], 1, 2)
+  return out.reshape(b, n, lq, heads, d)
 
 
 class WindowAttention(nn.Module):
   """Multi-head self-attention within windows, qk-LayerNorm per head, learned
-  relative position bias per window (Swin style).
+  relative position bias per window (Swin style); optionally cross-attention
+  to context tokens (text) through the same heads: each window's keys and
+  values are its own tokens followed by the context's.
 
   Attributes:
     window: configured window `(wt, wh, ww)` in tokens (0 = whole axis); it
@@ -219,8 +215,12 @@ class WindowAttention(nn.Module):
   kernel: str = 'xla'  # one of ATTENTION_KERNELS
 
   @nn.compact
-  def __call__(self, x: jax.Array, is_image: jax.Array | None) -> jax.Array:
-    """x `[b, t, h, w, d]`, is_image bool `[b]` -> `[b, t, h, w, d]`."""
+  def __call__(self, x: jax.Array, is_image: jax.Array | None,
+               context: jax.Array | None = None,
+               context_mask: jax.Array | None = None) -> jax.Array:
+    """x `[b, t, h, w, d]`, is_image bool `[b]`, context `[b, n, d]` with
+    context_mask bool `[b, n]` (False = padding, never attended) ->
+    `[b, t, h, w, d]`."""
     b, t, h, w, d = x.shape
     heads = self.num_heads
     head_dim = d // heads
@@ -230,15 +230,17 @@ class WindowAttention(nn.Module):
         d, dtype=self.dtype, name=name,
         kernel_init=partitioned(nn.initializers.xavier_uniform(), axes),
         bias_init=partitioned(nn.initializers.zeros, axes[1:]))
-    q, k, v = (to_windows(dense(n, ('embed', 'heads'))(x), window)
-               for n in ('query', 'key', 'value'))
+    query, key, value = (dense(n, ('embed', 'heads'))
+                         for n in ('query', 'key', 'value'))
+    q, k, v = (to_windows(proj(x), window) for proj in (query, key, value))
     lead = q.shape[:-2]  # (b, nt, nh, nw)
     length = q.shape[-2]
     split = lambda a: a.reshape(b, -1, length, heads, head_dim)
     q, k, v = split(q), split(k), split(v)
     # qk-LayerNorm per head keeps attention logits bounded at large widths.
     q = nn.LayerNorm(dtype=self.dtype, name='query_norm')(q)
-    k = nn.LayerNorm(dtype=self.dtype, name='key_norm')(k)
+    key_norm = nn.LayerNorm(dtype=self.dtype, name='key_norm')
+    k = key_norm(k)
 
     table = self.param(
         'relative_bias', partitioned(nn.initializers.truncated_normal(0.02),
@@ -248,13 +250,29 @@ class WindowAttention(nn.Module):
     bias = jnp.take(table, jnp.asarray(index.reshape(-1)), axis=0)
     bias = bias.reshape(length, length, heads).transpose(2, 0, 1)
 
-    segments = None
+    mask = None
     if is_image is not None and window[0] > 1:
       # The frames of an image stack are independent images: a token sees
-      # only its own frame (segment = frame); a video is one segment.
-      frame = jnp.asarray(np.arange(length) // (window[1] * window[2]))
-      segments = jnp.where(is_image[:, None], frame[None], 0)
-    out = attend(q, k, v, bias.astype(q.dtype), segments, self.kernel)
+      # only its own frame; a video's tokens see the whole window.
+      frame = np.arange(length) // (window[1] * window[2])
+      same = jnp.asarray(frame[:, None] == frame[None, :])
+      mask = jnp.logical_or(same[None], ~is_image[:, None, None])
+    if context is not None:
+      n = context.shape[1]
+      windows = k.shape[1]
+      as_heads = lambda a: a.reshape(b, 1, n, heads, head_dim)
+      kc = key_norm(as_heads(key(context.astype(self.dtype))))
+      vc = as_heads(value(context.astype(self.dtype)))
+      k = jnp.concatenate(
+          [k, jnp.broadcast_to(kc, (b, windows, n, heads, head_dim))], 2)
+      v = jnp.concatenate(
+          [v, jnp.broadcast_to(vc, (b, windows, n, heads, head_dim))], 2)
+      bias = jnp.pad(bias, ((0, 0), (0, 0), (0, n)))  # no position for text
+      own = jnp.ones((1, length, length), bool) if mask is None else mask
+      mask = jnp.concatenate(
+          [jnp.broadcast_to(own, (b, length, length)),
+           jnp.broadcast_to(context_mask[:, None, :], (b, length, n))], -1)
+    out = attend(q, k, v, bias.astype(q.dtype), mask, self.kernel)
     out = out.reshape(*lead, length, d)
     out = from_windows(out, window, (t, h, w))
     return nn.Dense(d, dtype=self.dtype, name='out',

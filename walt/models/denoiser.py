@@ -15,6 +15,14 @@ projection plus a rank-r update per layer) or a separate AdaLN per layer. All
 modulation outputs start at zero, so every layer starts as the identity and
 the model's first output is 0.
 
+Cascade stages add inputs (DESIGN.md section 5): a super-resolution stage
+(`low_res_channels`) takes the low-resolution stage's latent, upsampled by a
+learned conv + depth-to-space (`sr_factor`) and concatenated on channels,
+and its noise-augmentation level `t_sr`, embedded like `t` and added to the
+condition; a text model (`text_dim`) projects text token embeddings to the
+width and appends them to the keys and values of every spatial-window
+attention (spatial only, so image stacks stay independent frames).
+
 Sizes (layers, width, heads; parameter counts of the paper): see `SIZES`.
 """
 
@@ -28,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from walt.models import layers as layers_lib
 from walt.models.attention import partitioned
 from walt.models.attention import resolve_window
 from walt.models import attention as attention_lib
@@ -79,6 +88,12 @@ class DenoiserConfig:
   remat: str = 'none'
   dtype: str = 'float32'
   attention: str = 'xla'  # attention.ATTENTION_KERNELS
+  # Super-resolution stage: channels of the low-resolution latent (0: not an
+  # SR stage) and its spatial upsampling factor to this latent grid.
+  low_res_channels: int = 0
+  sr_factor: int = 2
+  # Text model: width of the text token embeddings (0: no text).
+  text_dim: int = 0
 
   @classmethod
   def from_config(cls, model, latent_shape: Sequence[int]) -> 'DenoiserConfig':
@@ -145,6 +160,9 @@ class DenoiserConfig:
                        'keep the activations remat would recompute')
     if self.scan_unroll < 0:
       raise ValueError(f'scan_unroll={self.scan_unroll}: >= 0 (0 = all)')
+    if self.low_res_channels and (h % self.sr_factor or w % self.sr_factor):
+      raise ValueError(f'sr_factor={self.sr_factor} does not divide the '
+                       f'latent grid {h}x{w}')
     if self.attention not in attention_lib.ATTENTION_KERNELS:
       raise ValueError(f'attention={self.attention!r}: one of '
                        f'{attention_lib.ATTENTION_KERNELS}')
@@ -205,10 +223,12 @@ class TransformerLayer(nn.Module):
   window: tuple[int, int, int]
 
   @nn.compact
-  def __call__(self, x, cond, shared_mod, is_image):
+  def __call__(self, x, cond, shared_mod, is_image, context=None,
+               context_mask=None):
     """x `[b, t, h, w, d]`; cond `[b, t, d]` (after SiLU); shared_mod
     `[b, t, 6d]` (AdaLN-LoRA's shared part, zeros for separate AdaLN);
-    is_image bool `[b]`."""
+    is_image bool `[b]`; context `[b, n, d]` (text tokens) and context_mask
+    bool `[b, n]`, or None."""
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     d = cfg.width
@@ -223,7 +243,8 @@ class TransformerLayer(nn.Module):
                                      dtype=dtype, name=name)
     h = modulate(norm('attn_norm')(x), shift1, scale1)
     h = WindowAttention(cfg.num_heads, self.window, cfg.token_grid, dtype,
-                        cfg.attention, name='attention')(h, is_image)
+                        cfg.attention, name='attention')(
+                            h, is_image, context, context_mask)
     x = x + gate1[:, :, None, None] * h
     x = nn.with_logical_constraint(x, ACT)
     h = modulate(norm('mlp_norm')(x), shift2, scale2)
@@ -238,14 +259,15 @@ class TransformerLayer(nn.Module):
 
 class LayerPair(nn.Module):
   """A spatial-window layer then a spatiotemporal-window layer (the scanned
-  unit, so depth does not multiply compile time)."""
+  unit, so depth does not multiply compile time). Text context goes to the
+  spatial layer only."""
   config: DenoiserConfig
 
   @nn.compact
-  def __call__(self, x, cond, shared_mod, is_image):
+  def __call__(self, x, cond, shared_mod, is_image, context, context_mask):
     spatial, spatiotemporal = self.config.windows()
     x = TransformerLayer(self.config, spatial, name='spatial')(
-        x, cond, shared_mod, is_image)
+        x, cond, shared_mod, is_image, context, context_mask)
     x = TransformerLayer(self.config, spatiotemporal, name='spatiotemporal')(
         x, cond, shared_mod, is_image)
     return x, None
@@ -261,7 +283,11 @@ class Denoiser(nn.Module):
                self_cond: jax.Array | None = None,
                cond_latent: jax.Array | None = None,
                cond_mask: jax.Array | None = None,
-               is_image: jax.Array | None = None) -> jax.Array:
+               is_image: jax.Array | None = None,
+               low_res: jax.Array | None = None,
+               t_sr: jax.Array | None = None,
+               text: jax.Array | None = None,
+               text_mask: jax.Array | None = None) -> jax.Array:
     """Predicts v.
 
     Args:
@@ -273,6 +299,11 @@ class Denoiser(nn.Module):
         only positions where `cond_mask` is 1 are seen.
       cond_mask: `[b, t]` or `[b, t, h, w, 1]`, 1 = given (None: zeros).
       is_image: bool `[b]`: the sample is a stack of independent images.
+      low_res: SR stages: the low-resolution latent `[b, t, h / f, w / f,
+        low_res_channels]` (None: zeros).
+      t_sr: SR stages: its noise-augmentation level in [0, 1) `[b]` (None: 0).
+      text: text models: token embeddings `[b, n, text_dim]` with text_mask
+        bool `[b, n]` (False = padding; None or all False: no text).
 
     Returns:
       v `[b, t, h, w, c]`.
@@ -298,6 +329,14 @@ class Denoiser(nn.Module):
                                 (b, frames, height, width, 1))
       given = jnp.zeros_like(z) if cond_latent is None else cond_latent
       parts += [given * mask, mask]
+    if cfg.low_res_channels:
+      f = cfg.sr_factor
+      if low_res is None:
+        low_res = jnp.zeros((b, frames, height // f, width // f,
+                             cfg.low_res_channels), z.dtype)
+      up = nn.Conv(cfg.low_res_channels * f * f, (1, 3, 3), dtype=dtype,
+                   name='low_res_upsample')(low_res.astype(dtype))
+      parts.append(layers_lib.depth_to_space(up, 1, f, f).astype(z.dtype))
     x = jnp.concatenate(parts, axis=-1).astype(dtype)
 
     # Patchify per frame, project, add positions.
@@ -325,6 +364,12 @@ class Denoiser(nn.Module):
     temb = timestep_embedding(t, cfg.time_embed_dim)
     temb = _dense(d, (None, 'embed'), 'time_mlp_1', dtype)(temb)
     temb = _dense(d, ('mlp', 'embed'), 'time_mlp_2', dtype)(nn.silu(temb))
+    if cfg.low_res_channels:
+      semb = timestep_embedding(jnp.zeros((b,)) if t_sr is None else t_sr,
+                                cfg.time_embed_dim)
+      semb = _dense(d, (None, 'embed'), 'sr_time_mlp_1', dtype)(semb)
+      temb = temb + _dense(d, ('mlp', 'embed'), 'sr_time_mlp_2', dtype)(
+          nn.silu(semb))
     cond = jnp.broadcast_to(temb[:, None], (b, frames, d))
     if cfg.num_classes:
       if labels is None:
@@ -341,6 +386,17 @@ class Denoiser(nn.Module):
     else:
       shared_mod = jnp.zeros((b, frames, 6 * d), dtype)
 
+    context = context_mask = None
+    if cfg.text_dim:
+      if text is None:
+        text = jnp.zeros((b, 1, cfg.text_dim), dtype)
+        text_mask = jnp.zeros((b, 1), bool)
+      context = _dense(d, ('channels', 'embed'), 'text_proj', dtype)(
+          text.astype(dtype))
+      context = nn.LayerNorm(dtype=dtype, name='text_norm')(context)
+      context_mask = (jnp.ones(text.shape[:2], bool) if text_mask is None
+                      else text_mask.astype(bool))
+
     pair = LayerPair
     if cfg.remat != 'none':
       pair = nn.remat(pair, policy=REMAT_POLICIES[cfg.remat],
@@ -348,14 +404,16 @@ class Denoiser(nn.Module):
     if cfg.scan:
       scanned = nn.scan(
           pair, variable_axes={'params': 0}, split_rngs={'params': True},
-          in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+          in_axes=(nn.broadcast,) * 5,
           length=cfg.num_layers // 2,
           unroll=cfg.scan_unroll or cfg.num_layers // 2,
           metadata_params={nn.PARTITION_NAME: 'layers'})
-      x, _ = scanned(cfg, name='layers')(x, cond, shared_mod, is_image)
+      x, _ = scanned(cfg, name='layers')(x, cond, shared_mod, is_image,
+                                         context, context_mask)
     else:
       for i in range(cfg.num_layers // 2):
-        x, _ = pair(cfg, name=f'layers_{i}')(x, cond, shared_mod, is_image)
+        x, _ = pair(cfg, name=f'layers_{i}')(x, cond, shared_mod, is_image,
+                                             context, context_mask)
 
     final = _dense(2 * d, ('embed', 'mlp'), 'final_adaln', dtype,
                    zero=True)(cond)
