@@ -293,8 +293,8 @@ def test_text_tokens_are_attended_and_padding_is_not():
 
 
 def test_cross_attention_keys_include_the_window_tokens():
-  """With text, a spatial window still attends to its own tokens: a token
-  moves the other outputs of its window, not of other windows."""
+  """Cross-attention's keys are the window's tokens and the text tokens: a
+  token moves the other outputs of its window, not of other windows."""
   cfg = _config(text_dim=6, spatial_window=(2, 2))
   layer = attention.WindowAttention(cfg.num_heads, (1, 2, 2), GRID)
   x = jax.random.normal(jax.random.key(0), (2, *GRID, cfg.width))
@@ -368,6 +368,8 @@ def _load(path, arg):
     ('configs/walt/ucf101.py', 'variant=L', 313e6),
     ('configs/walt/ucf101.py', 'variant=XL', 460e6),
     ('configs/walt/imagenet.py', None, 460e6),
+    ('configs/walt/t2v.py', 'stage=sr1', 1.3e9),
+    ('configs/walt/t2v.py', 'stage=sr2', 419e6),
 ])
 def test_paper_parameter_counts(path, arg, paper):
   info = denoiser_trainer.describe(_load(path, arg), flops=False)

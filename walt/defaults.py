@@ -80,7 +80,11 @@ def denoiser():
       # Attention kernel (walt.models.attention.ATTENTION_KERNELS): 'xla'
       # runs anywhere; 'cudnn' (GPUs) and 'pallas' (TPUs) are fused flash
       # kernels computing the same function.
-      'attention': 'xla'})
+      'attention': 'xla',
+      # Cascade stages: SR input channels and factor, text embedding width
+      # (0: off; see walt.models.denoiser).
+      'low_res_channels': 0, 'sr_factor': 2, 'text_dim': 0,
+      'text_layers': 'all'})
   c.diffusion = ml_collections.ConfigDict({
       'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
       'zero_terminal_snr': True, 'self_cond_prob': 0.9,

@@ -213,6 +213,7 @@ class WindowAttention(nn.Module):
   max_grid: Window
   dtype: jnp.dtype = jnp.float32
   kernel: str = 'xla'  # one of ATTENTION_KERNELS
+  zero_out: bool = False  # output projection starts at 0 (an added branch)
 
   @nn.compact
   def __call__(self, x: jax.Array, is_image: jax.Array | None,
@@ -275,8 +276,9 @@ class WindowAttention(nn.Module):
     out = attend(q, k, v, bias.astype(q.dtype), mask, self.kernel)
     out = out.reshape(*lead, length, d)
     out = from_windows(out, window, (t, h, w))
+    out_init = (nn.initializers.zeros if self.zero_out
+                else nn.initializers.xavier_uniform())
     return nn.Dense(d, dtype=self.dtype, name='out',
-                    kernel_init=partitioned(nn.initializers.xavier_uniform(),
-                                            ('heads', 'embed')),
+                    kernel_init=partitioned(out_init, ('heads', 'embed')),
                     bias_init=partitioned(nn.initializers.zeros,
                                           ('embed',)))(out)

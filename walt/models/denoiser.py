@@ -20,8 +20,12 @@ Cascade stages add inputs (DESIGN.md section 5): a super-resolution stage
 learned conv + depth-to-space (`sr_factor`) and concatenated on channels,
 and its noise-augmentation level `t_sr`, embedded like `t` and added to the
 condition; a text model (`text_dim`) projects text token embeddings to the
-width and appends them to the keys and values of every spatial-window
-attention (spatial only, so image stacks stay independent frames).
+width, and each layer gains a cross-attention branch (its own q, k, v, o;
+keys and values = the window's tokens followed by the text tokens; output
+projection zero-initialised), in every layer (`text_layers='all'`, which
+matches the paper's parameter counts: 4 d^2 per layer) or in the spatial
+layers only (`'spatial'`: for joint training with image stacks whose
+frames carry different captions).
 
 Sizes (layers, width, heads; parameter counts of the paper): see `SIZES`.
 """
@@ -92,8 +96,10 @@ class DenoiserConfig:
   # SR stage) and its spatial upsampling factor to this latent grid.
   low_res_channels: int = 0
   sr_factor: int = 2
-  # Text model: width of the text token embeddings (0: no text).
+  # Text model: width of the text token embeddings (0: no text) and the
+  # layers with a cross-attention branch ('all' or 'spatial').
   text_dim: int = 0
+  text_layers: str = 'all'
 
   @classmethod
   def from_config(cls, model, latent_shape: Sequence[int]) -> 'DenoiserConfig':
@@ -163,6 +169,8 @@ class DenoiserConfig:
     if self.low_res_channels and (h % self.sr_factor or w % self.sr_factor):
       raise ValueError(f'sr_factor={self.sr_factor} does not divide the '
                        f'latent grid {h}x{w}')
+    if self.text_layers not in ('all', 'spatial'):
+      raise ValueError(f'text_layers={self.text_layers!r}: all or spatial')
     if self.attention not in attention_lib.ATTENTION_KERNELS:
       raise ValueError(f'attention={self.attention!r}: one of '
                        f'{attention_lib.ATTENTION_KERNELS}')
@@ -243,9 +251,14 @@ class TransformerLayer(nn.Module):
                                      dtype=dtype, name=name)
     h = modulate(norm('attn_norm')(x), shift1, scale1)
     h = WindowAttention(cfg.num_heads, self.window, cfg.token_grid, dtype,
-                        cfg.attention, name='attention')(
-                            h, is_image, context, context_mask)
+                        cfg.attention, name='attention')(h, is_image)
     x = x + gate1[:, :, None, None] * h
+    if context is not None:
+      h = nn.LayerNorm(dtype=dtype, name='cross_norm')(x)
+      x = x + WindowAttention(cfg.num_heads, self.window, cfg.token_grid,
+                              dtype, cfg.attention, zero_out=True,
+                              name='cross_attention')(
+                                  h, is_image, context, context_mask)
     x = nn.with_logical_constraint(x, ACT)
     h = modulate(norm('mlp_norm')(x), shift2, scale2)
     h = _dense(cfg.mlp_ratio * d, ('embed', 'mlp'), 'mlp_in', dtype)(h)
@@ -259,8 +272,8 @@ class TransformerLayer(nn.Module):
 
 class LayerPair(nn.Module):
   """A spatial-window layer then a spatiotemporal-window layer (the scanned
-  unit, so depth does not multiply compile time). Text context goes to the
-  spatial layer only."""
+  unit, so depth does not multiply compile time). Text context goes to
+  both, or to the spatial layer only (`text_layers='spatial'`)."""
   config: DenoiserConfig
 
   @nn.compact
@@ -268,8 +281,10 @@ class LayerPair(nn.Module):
     spatial, spatiotemporal = self.config.windows()
     x = TransformerLayer(self.config, spatial, name='spatial')(
         x, cond, shared_mod, is_image, context, context_mask)
+    if self.config.text_layers == 'spatial':
+      context = context_mask = None
     x = TransformerLayer(self.config, spatiotemporal, name='spatiotemporal')(
-        x, cond, shared_mod, is_image)
+        x, cond, shared_mod, is_image, context, context_mask)
     return x, None
 
 
