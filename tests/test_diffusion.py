@@ -326,3 +326,25 @@ def test_timestep_sampling_and_min_snr_weight(schedule):
       np.asarray(objectives.loss_weight(alpha, sigma, uniform)), 1.0)
   with pytest.raises(ValueError, match='t_sampling'):
     objectives.ObjectiveConfig(t_sampling='cosine').validate()
+
+
+def test_low_res_augmentation_and_text_dropout():
+  s = sched_lib.Schedule.create()
+  low = jax.random.normal(jax.random.key(0), (512, 2, 4, 4, 3))
+  # t_max = 0: the first diffusion step's noise only (sigma 0.01).
+  noised, t_sr = objectives.augment_low_res(jax.random.key(1), low, s, 0.0)
+  assert float(jnp.sqrt(jnp.mean(jnp.square(noised - low)))) < 0.02
+  assert float(jnp.max(t_sr)) == 0.0
+  noised, t_sr = objectives.augment_low_res(jax.random.key(1), low, s, 0.25)
+  assert 0.0 <= float(t_sr.min()) and float(t_sr.max()) <= 0.25
+  assert float(t_sr.max()) > 0.2  # the whole range is drawn
+  # A higher t_sr moves the latent further from the clean one.
+  err = jnp.mean(jnp.square(noised - low), axis=(1, 2, 3, 4))
+  order = jnp.argsort(t_sr)
+  assert float(err[order[:100]].mean()) < float(err[order[-100:]].mean())
+  mask = jnp.ones((4000, 7), bool).at[:, 5:].set(False)
+  dropped = objectives.drop_text(jax.random.key(2), mask, 0.1)
+  rows = np.asarray(dropped.any(1))
+  assert 0.08 < 1 - rows.mean() < 0.12
+  np.testing.assert_array_equal(np.asarray(dropped[rows]),
+                                np.asarray(mask[rows]))

@@ -138,6 +138,30 @@ def sample_frame_modes(rng: jax.Array, c: ObjectiveConfig,
   return jnp.where(given, mode, -1)
 
 
+def augment_low_res(rng: jax.Array, low_res: jax.Array,
+                    schedule: sched_lib.Schedule, t_max: float
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Noise-conditioning augmentation of an SR stage's low-resolution latent
+  `[b, ...]`: each example noised to its own step t_sr ~ U{0, ...,
+  t_max * num_steps} with the diffusion's own schedule. Returns (noised
+  latent, t_sr as the network sees it `[b]`, in [0, 1))."""
+  b = low_res.shape[0]
+  k_t, k_eps = jax.random.split(rng)
+  top = int(round(t_max * schedule.num_steps))
+  t = jax.random.randint(k_t, (b,), 0, top + 1)
+  alpha, sigma = schedule.alpha_sigma(t)
+  eps = jax.random.normal(k_eps, low_res.shape, low_res.dtype)
+  return sched_lib.add_noise(low_res, eps, alpha, sigma), \
+      schedule.time_input(t)
+
+
+def drop_text(rng: jax.Array, text_mask: jax.Array, p: float) -> jax.Array:
+  """Text dropout for classifier-free guidance: with probability p per
+  example every text token is masked (the model then sees no text)."""
+  keep = jax.random.uniform(rng, text_mask.shape[:1]) >= p
+  return jnp.logical_and(text_mask, keep[:, None])
+
+
 def diffusion_loss(apply: Apply, params, rng: jax.Array,
                    schedule: sched_lib.Schedule, c: ObjectiveConfig,
                    x0: jax.Array, labels: jax.Array | None,
