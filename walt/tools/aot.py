@@ -324,8 +324,10 @@ def main(argv):
              f'{_gib(report["hbm_bytes"])} HBM')
     else:
       why = f'XLA: {report.get("error")}'
+    remat = ('turn on model.remat' if report.get('job') == 'walt' else
+             'a bigger slice (the tokenizer has no activation remat yet)')
     print(f'does not fit on {report["topology"]}: {why} (raise fsdp/tensor, '
-          'add --config.microbatches, use bf16, or turn on model.remat)',
+          f'add --config.microbatches, use bf16, or {remat})',
           file=sys.stderr)
     sys.exit(1)
 
