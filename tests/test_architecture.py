@@ -17,7 +17,7 @@ LAYERS = [
     {'walt.inference', 'walt.sampler'},
     {'walt.evaluation'},
     {'walt.train'},
-    {'walt.jobs', 'walt.preflight', 'walt.main', 'walt.sample',
+    {'walt.jobs', 'walt.preflight', 'walt.main', 'walt.sample', 'walt.cascade',
      'walt.quickstart', 'walt.tools', 'walt.benchmark'},
 ]
 
@@ -125,10 +125,12 @@ def test_lower_layers_never_import_upper_ones():
 
 
 def test_inference_and_sampling_cli_load_no_training_code():
-  code = ('import sys, walt.inference, walt.sample, walt.sampler; '
-          'print(",".join(m for m in sys.modules '
-          'if m.startswith("walt.train")))')
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                       text=True, check=True,
-                       cwd=os.path.dirname(ROOT)).stdout.strip()
-  assert out == '', f'walt.inference loaded training modules: {out}'
+  # The two CLIs define flags of the same names: one process each.
+  for cli in ('walt.sample', 'walt.cascade'):
+    code = (f'import sys, walt.inference, {cli}, walt.sampler; '
+            'print(",".join(m for m in sys.modules '
+            'if m.startswith("walt.train")))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True,
+                         cwd=os.path.dirname(ROOT)).stdout.strip()
+    assert out == '', f'{cli} loaded training modules: {out}'

@@ -292,6 +292,49 @@ def test_text_tokens_are_attended_and_padding_is_not():
   np.testing.assert_allclose(np.asarray(masked), np.asarray(none), atol=1e-5)
 
 
+def test_text_guidance_scale_one_is_the_conditional_prediction():
+  """Text is part of the content condition: the unconditional pass masks
+  every text token (and nulls the class), the low-res latent and t_sr go
+  to every pass, and w = 1 is the single conditional forward."""
+  from walt import defaults
+  from walt.diffusion import sampling
+  from walt.diffusion import schedule as sched_lib
+  from walt.inference import generator as generator_lib
+  cfg = _config(low_res_channels=3, text_dim=6)
+  model = dn.Denoiser(cfg)
+  b = 2
+  z = jax.random.normal(jax.random.key(1), (b, *GRID, 4))
+  x0_sc = jax.random.normal(jax.random.key(5), z.shape)
+  labels = jnp.asarray([0, 1])
+  cascade = {'low_res': jax.random.normal(jax.random.key(2),
+                                          (b, GRID[0], 2, 2, 3)),
+             't_sr': jnp.asarray([0.1, 0.2]),
+             'text': jax.random.normal(jax.random.key(3), (b, 5, 6)),
+             'text_mask': jnp.asarray([[1, 1, 1, 0, 0], [1] * 5], bool)}
+  params = _randomize(sharding_lib.strip_boxes(model.init(
+      jax.random.key(0), z, jnp.zeros((b,)), labels=labels, **cascade
+  )['params']))
+  schedule = sched_lib.Schedule.from_config(defaults.denoiser().diffusion)
+  gen = generator_lib.Generator(model, params, schedule, None)
+  denoise = gen._denoise(params, labels, None, None, cascade)  # pylint: disable=protected-access
+  steps = jnp.asarray([300, 700])
+  t_in = schedule.time_input(steps)
+  apply = lambda **kw: model.apply({'params': params}, z, t_in,
+                                   self_cond=x0_sc, **kw)
+  cond = apply(labels=labels, **cascade)
+  uncond = apply(labels=jnp.full_like(labels, cfg.num_classes),
+                 **{**cascade, 'text_mask': jnp.zeros((b, 5), bool)})
+  assert float(jnp.abs(cond - uncond).max()) > 1e-3
+  vs = denoise(z, steps, x0_sc, (sampling.ALL, sampling.NONE_GIVEN))
+  np.testing.assert_allclose(vs[0], cond, atol=1e-5)
+  np.testing.assert_allclose(vs[1], uncond, atol=1e-5)
+  one = sampling.guided_v(denoise, z, steps, x0_sc, 1.0)
+  np.testing.assert_allclose(one, cond, atol=1e-5)
+  three = sampling.guided_v(denoise, z, steps, x0_sc, 3.0)
+  np.testing.assert_allclose(three, uncond + 3.0 * (cond - uncond),
+                             atol=1e-4)
+
+
 def test_cross_attention_keys_include_the_window_tokens():
   """Cross-attention's keys are the window's tokens and the text tokens: a
   token moves the other outputs of its window, not of other windows."""

@@ -348,3 +348,46 @@ def test_low_res_augmentation_and_text_dropout():
   assert 0.08 < 1 - rows.mean() < 0.12
   np.testing.assert_array_equal(np.asarray(dropped[rows]),
                                 np.asarray(mask[rows]))
+
+
+def test_objective_passes_noised_low_res_and_dropped_text_per_example(
+    schedule):
+  """The loss gives the model the low-res latent noised to each example's
+  own t_sr and the text masked for a `text_dropout` share of the examples;
+  every draw is the example's own (a microbatch draws what the batch does)."""
+  seen = []
+
+  def apply(params, z, t, labels, self_cond, cond_latent, cond_mask,
+            is_image, **conditioning):
+    del params, t, labels, self_cond, cond_latent, cond_mask, is_image
+    seen.append(conditioning)
+    return jnp.zeros_like(z)
+
+  c = objectives.ObjectiveConfig(self_cond_prob=0.0, class_dropout=0.0,
+                                 text_dropout=0.5, sr_noise_max=0.3)
+  b = 64
+  x0 = jnp.ones((b, 2, 4, 4, 3))
+  cond = {'low_res': jnp.ones((b, 2, 2, 2, 3)),
+          'text': jnp.ones((b, 5, 6)),
+          'text_mask': jnp.ones((b, 5), bool).at[:, 4:].set(False)}
+  rng = jax.random.key(3)
+  objectives.diffusion_loss(apply, None, rng, schedule, c, x0, None,
+                            jnp.zeros((b,), bool), conditioning=cond)
+  got = seen[-1]
+  t_sr, mask = np.asarray(got['t_sr']), np.asarray(got['text_mask'])
+  assert t_sr.shape == (b,) and 0 <= t_sr.min() and t_sr.max() <= 0.3
+  assert len(np.unique(t_sr)) > b // 4
+  moved = np.asarray(jnp.abs(got['low_res'] - 1.0).mean(axis=(1, 2, 3, 4)))
+  assert np.corrcoef(t_sr, moved)[0, 1] > 0.5  # more t_sr, more noise
+  kept = mask.any(axis=1)
+  assert 0.25 < kept.mean() < 0.75
+  np.testing.assert_array_equal(mask[kept], np.asarray(
+      cond['text_mask'])[kept])  # padding stays masked
+  np.testing.assert_array_equal(got['text'], cond['text'])
+  # The second half as its own microbatch draws the same.
+  ids = jnp.arange(b // 2, b)
+  objectives.diffusion_loss(apply, None, rng, schedule, c, x0[b // 2:], None,
+                            jnp.zeros((b // 2,), bool), ids,
+                            {k: v[b // 2:] for k, v in cond.items()})
+  np.testing.assert_allclose(seen[-1]['t_sr'], t_sr[b // 2:])
+  np.testing.assert_array_equal(seen[-1]['text_mask'], mask[b // 2:])

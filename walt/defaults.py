@@ -93,7 +93,20 @@ def denoiser():
       'frame_cond_modes': {'predict': 1.0, 'image': 0.0, 'interpolate': 0.0},
       # The paper: t uniform, unweighted v-MSE (see diffusion/objectives.py).
       't_sampling': 'uniform', 't_logit_mean': 0.0, 't_logit_std': 1.0,
-      'loss_weighting': 'none', 'min_snr_gamma': 5.0})
+      'loss_weighting': 'none', 'min_snr_gamma': 5.0,
+      # Cascade stages: text dropout (guidance on text) and the largest
+      # noise-augmentation level of an SR stage's low-res latent (t_sr).
+      'text_dropout': 0.1, 'sr_noise_max': 0.3})
+  c.cascade = ml_collections.ConfigDict({
+      # SR stages (model.low_res_channels > 0): the low-resolution stage's
+      # tokenizer (its trained workdir and compression factors) and clip
+      # size; its latents condition this stage.
+      'low_res_tokenizer': {'workdir': '', 'temporal_factor': 4,
+                            'spatial_factor': 8, 'latent_channels': 8},
+      'low_res_resolution': (0, 0),
+      # Text models (model.text_dim > 0): 'builtin[:DIM]' or 't5:DIR'
+      # (walt.text.encoders.load_encoder) and its token count.
+      'text_encoder': '', 'text_length': 64})
   c.optimizer = ml_collections.ConfigDict({
       'lr': 5e-4, 'b1': 0.9, 'b2': 0.99, 'weight_decay': 0.01,
       'warmup_steps': 5_000, 'grad_clip': 1.0, 'min_lr_ratio': 0.0})
@@ -102,7 +115,12 @@ def denoiser():
       'samples_per_class': 8,
       'batch_size': 32, 'num_summary_videos': 4,
       # > 0: also score tokenizer round trips of this many validation clips
-      'reference_examples': 0})
+      'reference_examples': 0,
+      # SR stages: the noise-augmentation level t_sr of the low-res latent
+      # at sampling, in [0, 1).
+      'sr_noise': 0.0,
+      # Cascade stages: held-out clips sampled and scored (cascade_eval).
+      'cascade_examples': 96})
   return c
 
 

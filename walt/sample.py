@@ -9,6 +9,8 @@ r"""Samples videos from a trained W.A.L.T denoiser.
     ... --image=still.png                     # image-to-video
     ... --interpolate=first.png,last.png      # keyframe interpolation
     ... --chunks=4                            # + 4 chunks: a long video
+    # a text model (SR stages run through python -m walt.cascade):
+    ... --caption="a red circle bouncing left and right"
 
 Writes `sample_<i>.mp4` and `sample_<i>.gif` per sample, one `sample.png`
 grid (a row of frames per sample) and `samples.json` (labels, settings) to
@@ -42,6 +44,8 @@ from walt.parallel import distributed
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Denoiser workdir.')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
 _CLASS = flags.DEFINE_integer('class_label', None, 'Class of every sample.')
+_CAPTION = flags.DEFINE_string('caption', None, 'Caption of every sample '
+                               '(text models).')
 _NUM = flags.DEFINE_integer('num_samples', 8, 'Number of samples.')
 _SAMPLER = flags.DEFINE_enum('sampler', 'ddim', ['ddim', 'dpmpp'],
                              'ddim, or dpmpp (DPM-Solver++(2M)).')
@@ -92,12 +96,16 @@ def sample_labels(num_classes: int, num_samples: int,
 def generate(gen: inference.Generator, labels, num_samples: int, *,
              steps: int, guidance: float, eta: float, seed: int,
              batch_size: int, sampler: str = 'ddim',
-             guidance_class: float | None = None) -> np.ndarray:
-  """Videos `[n, T, H, W, 3]` in [-1, 1], `batch_size` at a time."""
+             guidance_class: float | None = None,
+             caption: str | None = None) -> np.ndarray:
+  """Videos `[n, T, H, W, 3]` in [-1, 1], `batch_size` at a time; text
+  models sample `caption` (None: unconditional)."""
+  text = gen.encode_captions(caption, num_samples) if caption else {}
   return gen.sample_many(labels, num_samples=num_samples if labels is None
                          else None, batch_size=batch_size, seed=seed,
                          steps=steps, eta=eta, guidance=guidance,
-                         guidance_class=guidance_class, sampler=sampler)
+                         guidance_class=guidance_class, sampler=sampler,
+                         **text)
 
 
 def conditioned(gen: inference.Generator, labels, num_samples: int,
@@ -136,6 +144,12 @@ def main(argv):
   del argv
   distributed.initialize_from_flags()
   gen = inference.load_denoiser(_WORKDIR.value)
+  if gen.config.low_res_channels:
+    raise ValueError('this is a super-resolution stage: run it on a lower '
+                     'stage\'s output with python -m walt.cascade '
+                     '--workdirs=BASE,...,THIS')
+  if _CAPTION.value and not gen.config.text_dim:
+    raise ValueError('--caption given, but the model takes no text')
   labels = sample_labels(gen.num_classes, _NUM.value, _CLASS.value)
   kwargs = {'steps': _STEPS.value, 'guidance': _GUIDANCE.value,
             'eta': _ETA.value, 'seed': _SEED.value,
@@ -148,7 +162,8 @@ def main(argv):
                       guidance=_GUIDANCE.value, eta=_ETA.value,
                       seed=_SEED.value, batch_size=_BATCH.value,
                       sampler=_SAMPLER.value,
-                      guidance_class=_GUIDANCE_CLASS.value)
+                      guidance_class=_GUIDANCE_CLASS.value,
+                      caption=_CAPTION.value)
   if _CHUNKS.value:
     videos = gen.extend(videos, _CHUNKS.value, labels=labels,
                         context=_GIVEN_FRAMES.value, **kwargs)
@@ -156,6 +171,7 @@ def main(argv):
                               video_ops.to_uint8(videos), _FPS.value)
   info = {'workdir': storage.resolve(_WORKDIR.value),
           'labels': None if labels is None else labels.tolist(),
+          'caption': _CAPTION.value,
           'sampler': _SAMPLER.value, 'steps': _STEPS.value,
           'guidance': _GUIDANCE.value,
           'guidance_class': _GUIDANCE_CLASS.value,

@@ -92,6 +92,9 @@ class DataSpec:
   # reads, failed: then the data set is broken, not noisy, and we stop.
   max_skip_fraction: float = 0.5
   skip_check_after: int = 100
+  # Example fields passed through unchanged with each video (a cascade
+  # stage's cached `low_res`, `text`, `text_mask`); videos only.
+  extra_keys: tuple[str, ...] = ()
 
   @classmethod
   def from_config(cls, data: ml_collections.ConfigDict, **overrides
@@ -99,6 +102,7 @@ class DataSpec:
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in data.to_dict().items() if k in fields}
     values.update(overrides)
+    values['extra_keys'] = tuple(values.get('extra_keys', ()))
     res = values.get('resolution', cls.resolution)
     values['resolution'] = (res, res) if isinstance(res, int) else tuple(res)
     if values.get('crop') is not None:
@@ -314,12 +318,19 @@ def _video_sample(spec: DataSpec, trailing_shape=None):
   decode = _decode(spec, spec.video_key, spec.frames, trailing_shape)
 
   def fn(example, record: int, rng):
-    return {
+    sample = {
         'video': decode(example, rng),
         'label': np.full((spec.frames,), example[spec.label_key], np.int32),
         'is_image': np.bool_(False),
         'record': np.full((spec.frames,), record, np.int32),
     }
+    for key in spec.extra_keys:
+      if key not in example:
+        raise ValueError(f'{key} missing from the record')
+      value = np.asarray(example[key])
+      sample[key] = value.astype(np.float32) if value.dtype.kind == 'f' \
+          else value
+    return sample
   return fn
 
 
@@ -365,6 +376,9 @@ def make_dataset(spec: DataSpec, *, global_batch_size: int, seed: int,
     rows = process_rows(process_index, process_count, global_batch_size)
   if not 0.0 <= spec.image_fraction <= 1.0:
     raise ValueError(f'image_fraction {spec.image_fraction} not in [0, 1]')
+  if spec.extra_keys and spec.image_fraction > 0:
+    raise ValueError(f'extra_keys {spec.extra_keys} come with videos only: '
+                     'image_fraction must be 0')
   source = data_source(spec) if source is None else source
   # Record ids only: reading happens per slot, where failures are caught.
   ids = grain.MapDataset.range(len(source))

@@ -10,6 +10,12 @@ frames (2 = 5 pixel frames: frame prediction), 'image' the first latent
 frame (image-to-video), 'interpolate' the first and the last (keyframes).
 The loss covers the frames that are not given.
 
+Cascade stages add `conditioning` inputs (DESIGN.md section 5): an SR
+stage's low-resolution latent, noised per example to its own level t_sr ~
+U(0, `sr_noise_max`) (noise-conditioning augmentation; t_sr goes to the model
+beside t), and a text model's token embeddings, all masked per example with
+probability `text_dropout` (classifier-free guidance on text).
+
 Two options for short (CPU) budgets, off in the paper configs:
 `t_sampling='logit_normal'` draws t/T from a logit-normal (mean, std) instead
 of uniformly (Esser et al. 2024), and `loss_weighting='min_snr'` weights each
@@ -28,7 +34,7 @@ import jax.numpy as jnp
 from walt.diffusion import schedule as sched_lib
 
 # apply(params, z, t_input, labels, self_cond, cond_latent, cond_mask,
-#       is_image) -> v
+#       is_image, **conditioning) -> v
 Apply = Callable[..., jax.Array]
 
 
@@ -46,6 +52,8 @@ class ObjectiveConfig:
   t_logit_std: float = 1.0
   loss_weighting: str = 'none'  # or 'min_snr'
   min_snr_gamma: float = 5.0
+  text_dropout: float = 0.1  # text tokens all masked (guidance)
+  sr_noise_max: float = 0.3  # t_sr ~ U(0, sr_noise_max) (SR stages)
 
   @classmethod
   def from_config(cls, diffusion, null_class: int) -> 'ObjectiveConfig':
@@ -61,7 +69,9 @@ class ObjectiveConfig:
             diffusion.get('t_logit_mean', 0.0),
             diffusion.get('t_logit_std', 1.0),
             diffusion.get('loss_weighting', 'none'),
-            diffusion.get('min_snr_gamma', 5.0))
+            diffusion.get('min_snr_gamma', 5.0),
+            text_dropout=diffusion.get('text_dropout', 0.1),
+            sr_noise_max=diffusion.get('sr_noise_max', 0.3))
     c.validate()
     return c
 
@@ -76,6 +86,9 @@ class ObjectiveConfig:
         and sum(self.frame_cond_modes) <= 0):
       raise ValueError(f'diffusion.frame_cond_modes weights '
                        f'{self.frame_cond_modes}: >= 0, not all 0')
+    if not (0 <= self.text_dropout <= 1 and 0 <= self.sr_noise_max <= 1):
+      raise ValueError('diffusion.text_dropout and sr_noise_max must be in '
+                       '[0, 1]')
     if self.t_logit_std <= 0 or self.min_snr_gamma <= 0:
       raise ValueError('diffusion.t_logit_std and min_snr_gamma must be > 0')
 
@@ -162,10 +175,36 @@ def drop_text(rng: jax.Array, text_mask: jax.Array, p: float) -> jax.Array:
   return jnp.logical_and(text_mask, keep[:, None])
 
 
+def cascade_conditioning(keys: jax.Array, schedule: sched_lib.Schedule,
+                         c: ObjectiveConfig, conditioning: dict | None
+                         ) -> dict:
+  """The model's cascade inputs for one training step: `conditioning` holds
+  `low_res` `[b, ...]` (clean) and/or `text` `[b, n, d]` + `text_mask`
+  `[b, n]`; returns them with the low-res latent noise-augmented (plus its
+  `t_sr` `[b]`) and the text dropped, each example with its own key `[b]`.
+  """
+  out = dict(conditioning or {})
+  if 'low_res' in out:
+    k_sr = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    noised, t_sr = jax.vmap(
+        lambda k, x: augment_low_res(k, x[None], schedule, c.sr_noise_max))(
+            k_sr, out['low_res'])
+    out['low_res'], out['t_sr'] = noised[:, 0], t_sr[:, 0]
+  if 'text' in out:
+    mask = out.get('text_mask')
+    if mask is None:
+      mask = jnp.ones(out['text'].shape[:2], bool)
+    k_text = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+    out['text_mask'] = jax.vmap(
+        lambda k, m: drop_text(k, m[None], c.text_dropout)[0])(k_text, mask)
+  return out
+
+
 def diffusion_loss(apply: Apply, params, rng: jax.Array,
                    schedule: sched_lib.Schedule, c: ObjectiveConfig,
                    x0: jax.Array, labels: jax.Array | None,
-                   is_image: jax.Array, example_ids: jax.Array | None = None
+                   is_image: jax.Array, example_ids: jax.Array | None = None,
+                   conditioning: dict | None = None
                    ) -> tuple[jax.Array, dict]:
   """MSE between predicted and true v.
 
@@ -174,7 +213,8 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
   row in the step's whole batch (default: 0..b-1). Every random draw of an
   example (t, noise, dropouts) comes from `fold_in(rng, its id)`, so a batch
   split into microbatches (`walt.train.accumulate`) draws what the whole
-  batch would.
+  batch would. conditioning: cascade inputs (`cascade_conditioning`),
+  passed to `apply` as keyword arguments.
   """
   b = x0.shape[0]
   if example_ids is None:
@@ -182,6 +222,7 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
   keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(rng, i), 5)
                   )(example_ids)
   k_t, k_eps, k_sc, k_drop, k_fc = (keys[:, i] for i in range(5))
+  extra = cascade_conditioning(k_drop, schedule, c, conditioning)
   t = jax.vmap(lambda k: sample_steps(k, (), schedule.num_steps, c))(k_t)
   eps = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype))(
       k_eps)
@@ -203,7 +244,7 @@ def diffusion_loss(apply: Apply, params, rng: jax.Array,
 
   def predict(self_cond):
     return apply(params, z, t_in, labels, self_cond, cond_latent, cond_mask,
-                 is_image)
+                 is_image, **extra)
 
   metrics = {}
   self_cond = None

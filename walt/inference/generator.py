@@ -31,6 +31,7 @@ from walt import checkpoint as ckpt_lib
 from walt.diffusion import sampling
 from walt.diffusion import schedule as sched_lib
 from walt.inference import frames as frames_lib
+from walt.inference import stages
 from walt.inference import tokenizer as tokenizer_lib
 from walt.models import denoiser as denoiser_lib
 from walt.parallel import mesh as mesh_lib
@@ -41,16 +42,11 @@ def latent_shape(config) -> tuple[int, int, int, int]:
   """Latent `(t, h, w, c)` of a denoiser config's `data` clips under its
   `tokenizer` compression factors (checked against the trained tokenizer
   when loaded)."""
-  t = config.tokenizer
-  frames = config.data.frames
-  height, width = config.data.resolution
-  if t.temporal_factor > 1 and (frames - 1) % t.temporal_factor:
-    raise ValueError(f'data.frames={frames} is not 1 + {t.temporal_factor}k')
-  if height % t.spatial_factor or width % t.spatial_factor:
-    raise ValueError(f'data.resolution={config.data.resolution} is not '
-                     f'divisible by {t.spatial_factor}')
-  return (1 + (frames - 1) // t.temporal_factor, height // t.spatial_factor,
-          width // t.spatial_factor, t.latent_channels)
+  return stages.clip_latent_shape(config.tokenizer, config.data.frames,
+                                  config.data.resolution, 'data.resolution')
+
+
+low_res_latent_shape = stages.low_res_latent_shape
 
 
 def model_config(config) -> denoiser_lib.DenoiserConfig:
@@ -84,6 +80,7 @@ class Generator:
     self._compiled = {}
     self.data_config = None  # the training data config (set by `load`)
     self.train_config = None  # the whole training config (set by `load`)
+    self._low_res_tokenizer = self._text_encoder = None
 
   @classmethod
   def load(cls, workdir: str, mesh=None, use_ema: bool = True,
@@ -147,9 +144,10 @@ class Generator:
     self.params, _ = ckpt_lib.restore_params(path, target, use_ema=use_ema)
     return self
 
-  def _denoise(self, params, labels, cond_latent, cond_mask):
+  def _denoise(self, params, labels, cond_latent, cond_mask, cascade=None):
     null = jnp.full_like(labels, self.num_classes) if labels is not None \
         else None
+    cascade = cascade or {}
 
     def denoise(z, t, x0_sc, variants):
       """One forward of len(variants) x b samples -> v `[k, b, ...]`."""
@@ -162,9 +160,17 @@ class Generator:
       if cond_latent is not None:
         cl = pick(cond_latent, jnp.zeros_like(cond_latent), 1)
         cm = pick(cond_mask, jnp.zeros_like(cond_mask), 1)
+      extra = {}
+      if 'low_res' in cascade:  # given in every pass
+        extra = {'low_res': tile(cascade['low_res']),
+                 't_sr': tile(cascade['t_sr'])}
+      if 'text' in cascade:  # text is part of the content condition
+        extra.update(text=tile(cascade['text']), text_mask=pick(
+            cascade['text_mask'], jnp.zeros_like(cascade['text_mask']), 0))
       v = self.model.apply(
           {'params': params}, tile(z), self.schedule.time_input(tile(t)),
-          labels=lab, self_cond=tile(x0_sc), cond_latent=cl, cond_mask=cm)
+          labels=lab, self_cond=tile(x0_sc), cond_latent=cl, cond_mask=cm,
+          **extra)
       v = v.reshape(len(variants), *z.shape)
       if cond_latent is None:
         return v
@@ -183,14 +189,16 @@ class Generator:
     key = (sampler, steps, eta, guidance, decode, frame_cond,
            reconstruction_weight)
     if key not in self._compiled:
-      def run(params, tok_params, noise, rng, labels, cond_latent, cond_mask):
+      def run(params, tok_params, noise, rng, labels, cond_latent, cond_mask,
+              cascade=None):
         rec = None
         if reconstruction_weight:  # frames reach the sampler, not the model
           rec = sampling.Reconstruction(reconstruction_weight, cond_latent,
                                         cond_mask)
-          denoise = self._denoise(params, labels, None, None)
+          denoise = self._denoise(params, labels, None, None, cascade)
         else:
-          denoise = self._denoise(params, labels, cond_latent, cond_mask)
+          denoise = self._denoise(params, labels, cond_latent, cond_mask,
+                                  cascade)
         z = sampling.sample(
             sampler, denoise, noise, rng, self.schedule, steps, eta,
             guidance, self_condition=self.config.self_conditioning,
@@ -226,7 +234,8 @@ class Generator:
                      sampler: str = 'ddim', frames: int | None = None,
                      cond_latent=None, cond_mask=None,
                      reconstruction_weight: float = 0.0,
-                     decode: bool = False) -> np.ndarray:
+                     decode: bool = False, low_res=None, t_sr: float = 0.0,
+                     text=None, text_mask=None) -> np.ndarray:
     """Normalised latents `[n, t, h, w, c]` (or videos if `decode`).
 
     labels: one class per sample (class-conditional models); `num_samples`
@@ -238,6 +247,12 @@ class Generator:
       `guidance_frames` override it per condition (`sampling.Guidance`).
       sampler: 'ddim' or 'dpmpp' (DPM-Solver++(2M), deterministic: `eta`
       unused).
+      low_res, t_sr: SR stages: the low-resolution stage's normalised latents
+      `[n, t, h / f, w / f, c']` and their noise-augmentation level in [0, 1)
+      (the low-res latent is given to every guidance pass).
+      text, text_mask: text models: token embeddings `[n, k, text_dim]` and
+      bool `[n, k]` (guidance on the class scale: the unconditional pass
+      masks every token).
     """
     if sampler not in sampling.SAMPLERS:
       raise ValueError(f'sampler={sampler!r}: one of {sampling.SAMPLERS}')
@@ -261,11 +276,12 @@ class Generator:
                          f'({self.num_classes} = null class)')
       n = len(labels)
     else:
-      if num_samples is None:
-        raise ValueError('give labels or num_samples')
-      n = num_samples
+      if num_samples is None and text is None and low_res is None:
+        raise ValueError('give labels, text, low_res or num_samples')
+      n = num_samples or len(text if text is not None else low_res)
       if self.num_classes:
         labels = np.full((n,), self.num_classes, np.int32)  # unconditional
+    cascade = self._cascade_inputs(n, low_res, t_sr, text, text_mask)
     t, h, w, c = self.config.latent_shape
     t = frames or t
     padded = mesh_lib.padded_batch_size(n, self.mesh, self.rules)
@@ -284,8 +300,43 @@ class Generator:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       out = fn(self.params, self.tokenizer.params if decode else None,
                put(noise), jax.random.fold_in(rng, 1),
-               put(labels), put(cond_latent), put(cond_mask))
+               put(labels), put(cond_latent), put(cond_mask),
+               None if cascade is None else jax.tree.map(put, cascade))
     return mesh_lib.fetch(out)[:n]
+
+  def _cascade_inputs(self, n: int, low_res, t_sr, text, text_mask
+                      ) -> dict | None:
+    """Checked SR / text inputs of `n` samples for the sampling function."""
+    cfg = self.config
+    out = {}
+    if (low_res is None) != (not cfg.low_res_channels):
+      raise ValueError('an SR stage needs low_res latents; other models '
+                       'take none' if cfg.low_res_channels else
+                       'this model takes no low_res input')
+    if low_res is not None:
+      t, h, w, _ = cfg.latent_shape
+      f = cfg.sr_factor
+      want = (n, t, h // f, w // f, cfg.low_res_channels)
+      low_res = np.asarray(low_res, np.float32)
+      if low_res.shape != want:
+        raise ValueError(f'low_res latents {low_res.shape}, expected {want}')
+      if not 0.0 <= t_sr < 1.0:
+        raise ValueError(f't_sr={t_sr} not in [0, 1)')
+      out.update(low_res=low_res, t_sr=np.full((n,), t_sr, np.float32))
+    if text is not None:
+      if not cfg.text_dim:
+        raise ValueError('this model takes no text')
+      text = np.asarray(text, np.float32)
+      if text.ndim != 3 or text.shape[0] != n or text.shape[2] != cfg.text_dim:
+        raise ValueError(f'text embeddings {text.shape}, expected [{n}, k, '
+                         f'{cfg.text_dim}]')
+      mask = (np.ones(text.shape[:2], bool) if text_mask is None
+              else np.asarray(text_mask, bool))
+      out.update(text=text, text_mask=mask)
+    elif cfg.text_dim:  # no text: every token masked (unconditional)
+      out.update(text=np.zeros((n, 1, cfg.text_dim), np.float32),
+                 text_mask=np.zeros((n, 1), bool))
+    return out or None
 
   def sample(self, labels: Sequence[int] | None = None, **kwargs
              ) -> np.ndarray:
@@ -295,24 +346,29 @@ class Generator:
   def sample_chunks(self, labels: Sequence[int] | None = None, *,
                     num_samples: int | None = None, batch_size: int,
                     seed: int = 0, cond_latent=None, cond_mask=None,
+                    low_res=None, text=None, text_mask=None,
                     **kwargs) -> Iterator[np.ndarray]:
     """`sample` over many samples, `batch_size` per call (one compiled
     shape): yields videos `[<= batch_size, T, H, W, 3]` in order. Chunk i
-    uses seed `seed * 1_000_003 + i` (distinct across nearby seeds)."""
-    n = len(labels) if labels is not None else num_samples
+    uses seed `seed * 1_000_003 + i` (distinct across nearby seeds).
+    Per-sample inputs (labels, frames, low_res, text) are sliced."""
+    per_sample = {'cond_latent': cond_latent, 'cond_mask': cond_mask,
+                  'low_res': low_res, 'text': text, 'text_mask': text_mask}
+    given = [a for a in (labels, low_res, text) if a is not None]
+    n = len(given[0]) if given else num_samples
     if n is None:
-      raise ValueError('give labels or num_samples')
+      raise ValueError('give labels, low_res, text or num_samples')
     labels = None if labels is None else np.asarray(labels)
     batch_size = min(batch_size, n)
     for i in range(0, n, batch_size):
       m = min(batch_size, n - i)
       # The last chunk is padded to `batch_size`: no second compilation.
       part = lambda a: None if a is None else mesh_lib.pad_batch(
-          a[i:i + m], batch_size)
+          np.asarray(a)[i:i + m], batch_size)
       yield self.sample(
           part(labels), num_samples=None if labels is not None else batch_size,
-          seed=seed * 1_000_003 + i, cond_latent=part(cond_latent),
-          cond_mask=part(cond_mask), **kwargs)[:m]
+          seed=seed * 1_000_003 + i,
+          **{k: part(v) for k, v in per_sample.items()}, **kwargs)[:m]
 
   def sample_many(self, labels=None, **kwargs) -> np.ndarray:
     """All of `sample_chunks`, concatenated `[n, T, H, W, 3]`."""
@@ -423,6 +479,78 @@ class Generator:
     out[:, :1] = a
     out[:, t_clip - f:] = b
     return out
+
+
+  # ---------------------------------------------------------- cascade API
+  def _stage_config(self, what: str):
+    if self.train_config is None or 'cascade' not in self.train_config:
+      raise ValueError(f'{what} needs the training config: load the '
+                       'generator with Generator.load(workdir)')
+    return self.train_config
+
+  @property
+  def text_encoder(self):
+    """The text model's encoder (`cascade.text_encoder` of its config)."""
+    if not self.config.text_dim:
+      raise ValueError('this model takes no text')
+    if self._text_encoder is None:
+      self._text_encoder = stages.load_text_encoder(
+          self._stage_config('text'))
+    return self._text_encoder
+
+  @property
+  def low_res_tokenizer(self):
+    """An SR stage's low-resolution tokenizer."""
+    if not self.config.low_res_channels:
+      raise ValueError('this model is not a super-resolution stage')
+    if self._low_res_tokenizer is None:
+      self._low_res_tokenizer = stages.load_low_res_tokenizer(
+          self._stage_config('super-resolution'), self.mesh)
+    return self._low_res_tokenizer
+
+  @property
+  def low_res_clip_shape(self) -> tuple[int, int, int]:
+    """Pixel `(frames, height, width)` an SR stage takes."""
+    c = self._stage_config('super-resolution')
+    return (self.clip_shape[0], *c.cascade.low_res_resolution)
+
+  def encode_captions(self, captions, n: int | None = None) -> dict:
+    """`{text, text_mask}` of captions (one string is repeated to n)."""
+    if captions is None:
+      return {}
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    if n is not None and len(captions) == 1:
+      captions = captions * n
+    if n is not None and len(captions) != n:
+      raise ValueError(f'{len(captions)} captions for {n} samples')
+    text, mask = self.text_encoder(captions)
+    return {'text': text, 'text_mask': mask}
+
+  def sample_text(self, captions, **kwargs) -> np.ndarray:
+    """Videos `[n, T, H, W, 3]` in [-1, 1] of a text model, one per caption
+    (`kwargs` as `sample_latents`: seed, steps, guidance, ...)."""
+    return self.sample(**self.encode_captions(captions), **kwargs)
+
+  def super_resolve(self, videos, captions=None, t_sr: float | None = None,
+                    **kwargs) -> np.ndarray:
+    """An SR stage: low-resolution videos `[n, T, h, w, 3]` (uint8 or [-1,
+    1]; exactly `low_res_clip_shape`) -> videos `[n, T, H, W, 3]` in
+    [-1, 1] at this stage's size. `t_sr`: the noise-augmentation level of
+    the low-res latent (default: the config's `eval.sr_noise`); captions
+    for a text SR stage."""
+    videos = np.asarray(videos)
+    if videos.dtype == np.uint8:
+      videos = videos.astype(np.float32) / 127.5 - 1.0
+    want = self.low_res_clip_shape
+    if videos.ndim != 5 or tuple(videos.shape[1:4]) != want:
+      raise ValueError(f'low-res videos {videos.shape}: expected [n, '
+                       f'{want[0]}, {want[1]}, {want[2]}, 3]')
+    if t_sr is None:
+      t_sr = float(self.train_config.eval.get('sr_noise', 0.0))
+    low = np.asarray(self.low_res_tokenizer.encode(videos.astype(np.float32)))
+    extra = self.encode_captions(captions, len(videos)) \
+        if self.config.text_dim else {}
+    return self.sample(low_res=low, t_sr=t_sr, **extra, **kwargs)
 
 
 def load_denoiser(workdir: str, mesh=None, use_ema: bool = True,

@@ -130,7 +130,7 @@ class DenoiserConfig:
   def input_channels(self) -> int:
     c = self.latent_shape[-1]
     return (c + c * self.self_conditioning
-            + (c + 1) * self.frame_conditioning)
+            + (c + 1) * self.frame_conditioning + self.low_res_channels)
 
   def windows(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(spatial, spatiotemporal) windows resolved on the token grid."""

@@ -33,6 +33,7 @@ from walt.diffusion import schedule as sched_lib
 from walt.evaluation import oracle
 from walt.evaluation import results as results_lib
 from walt.inference import generator as generator_lib
+from walt.inference import stages
 from walt.inference import tokenizer as tokenizer_lib
 from walt import media
 from walt import storage
@@ -79,6 +80,43 @@ def check_config(config, mesh_shape) -> None:
   if config.eval.sampler not in sampling.SAMPLERS:
     raise ValueError(f'eval.sampler={config.eval.sampler!r}: one of '
                      f'{sampling.SAMPLERS}')
+  check_cascade(config)
+
+
+def check_cascade(config) -> None:
+  """An SR stage's low-res latent fits its upsampling; text has an encoder;
+  cascade inputs come from a latent cache of videos."""
+  m = config.model
+  hi = latent_shape(config)
+  low = generator_lib.low_res_latent_shape(config)
+  if low is not None:
+    f = m.sr_factor
+    if (low[3] != m.low_res_channels or low[0] != hi[0]
+        or (low[1] * f, low[2] * f) != tuple(hi[1:3])):
+      raise ValueError(
+          f'the low-res latent {low} (cascade.low_res_resolution, '
+          f'cascade.low_res_tokenizer) does not map to the latent {hi} by '
+          f'model.sr_factor={f} with model.low_res_channels='
+          f'{m.low_res_channels}')
+  if m.text_dim and not config.cascade.text_encoder:
+    raise ValueError('model.text_dim > 0 needs cascade.text_encoder '
+                     "('builtin[:DIM]' or 't5:DIR')")
+  if (low is not None or m.text_dim) and config.data.image_fraction:
+    raise ValueError('SR and text stages train on videos only: set '
+                     'data.image_fraction=0 (image stacks would need a '
+                     'low-res latent and a caption per frame)')
+  if not 0.0 <= config.eval.get('sr_noise', 0.0) < 1.0:
+    raise ValueError(f'eval.sr_noise={config.eval.sr_noise} not in [0, 1)')
+
+
+def cascade_keys(config) -> tuple[str, ...]:
+  """The batch keys of a cascade stage's conditioning inputs."""
+  keys = ()
+  if config.model.get('low_res_channels'):
+    keys += ('low_res',)
+  if config.model.get('text_dim'):
+    keys += ('text', 'text_mask')
+  return keys
 
 
 VALIDATORS = (check_config,)
@@ -109,6 +147,13 @@ class DenoiserTask:
         config.diffusion, self.model_config.num_classes)
     self.tx = loop.make_optimizer(config.optimizer, config.total_steps)
     self.cached = bool(config.latents.cache) or offline
+    self.cascade_keys = cascade_keys(config)
+    if self.cascade_keys and not self.cached:
+      raise ValueError(
+          f'this stage is conditioned on {self.cascade_keys}: it trains from '
+          'a latent cache holding them. Write one first with --mode='
+          'cache_latents --config.latents.cache=DIR (then train with the '
+          'same flag)')
     if offline:
       self.tokenizer = self._generator = None
       return
@@ -119,6 +164,8 @@ class DenoiserTask:
     # One generator for the job: its sampling functions compile once.
     self._generator = generator_lib.Generator(
         self.model, None, self.schedule, self.tokenizer, mesh, rules)
+    self._generator.train_config = config
+    self._generator.data_config = config.data
 
   @classmethod
   def from_workdir(cls, config, workdir: str, mesh) -> 'DenoiserTask':
@@ -132,15 +179,25 @@ class DenoiserTask:
     return pipeline.DataSpec.from_config(
         self.config.data, name='latent_cache', data_dir=self.config.latents.cache,
         frames=self.model_config.latent_shape[0], crop=None, pixels=False,
-        build=False)
+        build=False, extra_keys=self.cascade_keys)
 
   def batch_shapes(self, batch_size: int) -> dict:
     """What `train_step` reads, as `jax.ShapeDtypeStruct`s (latents)."""
     t = self.model_config.latent_shape[0]
-    return {'latent': jax.ShapeDtypeStruct(
-                (batch_size, *self.model_config.latent_shape), jnp.float32),
-            'label': jax.ShapeDtypeStruct((batch_size, t), jnp.int32),
-            'is_image': jax.ShapeDtypeStruct((batch_size,), bool)}
+    shapes = {'latent': jax.ShapeDtypeStruct(
+                  (batch_size, *self.model_config.latent_shape), jnp.float32),
+              'label': jax.ShapeDtypeStruct((batch_size, t), jnp.int32),
+              'is_image': jax.ShapeDtypeStruct((batch_size,), bool)}
+    if 'low_res' in self.cascade_keys:
+      shapes['low_res'] = jax.ShapeDtypeStruct(
+          (batch_size, *generator_lib.low_res_latent_shape(self.config)),
+          jnp.float32)
+    if 'text' in self.cascade_keys:
+      n = self.config.cascade.text_length
+      shapes['text'] = jax.ShapeDtypeStruct(
+          (batch_size, n, self.model_config.text_dim), jnp.float32)
+      shapes['text_mask'] = jax.ShapeDtypeStruct((batch_size, n), bool)
+    return shapes
 
   def prepare_batch(self, batch):
     """Pixel batch -> `{latent [b, t', h, w, c], label [b, t'], is_image}`."""
@@ -156,17 +213,19 @@ class DenoiserTask:
         images = self.tokenizer.encode_images(video[:, :t])
         latent = jnp.where(is_image[:, None, None, None, None], images,
                            latent)
-    return {'latent': latent, 'label': batch['label'][:, :t],
-            'is_image': is_image}
+    out = {'latent': latent, 'label': batch['label'][:, :t],
+           'is_image': is_image}
+    out.update({k: batch[k] for k in self.cascade_keys})
+    return out
 
   # ----------------------------------------------------------------- model
   def apply(self, params, z, t, labels, self_cond, cond_latent, cond_mask,
-            is_image):
+            is_image, **conditioning):
     return self.model.apply(
         {'params': params}, z, t,
         labels=labels if self.model_config.num_classes else None,
         self_cond=self_cond, cond_latent=cond_latent, cond_mask=cond_mask,
-        is_image=is_image)
+        is_image=is_image, **conditioning)
 
   def init_state(self, rng):
     z = jnp.zeros((1, *self.model_config.latent_shape), jnp.float32)
@@ -205,6 +264,8 @@ class DenoiserTask:
     return np.repeat(np.arange(n, dtype=np.int32), per_class)
 
   def evaluate(self, state, step: int):
+    if self.cascade_keys:
+      return self.evaluate_cascade(state, step)
     e = self.config.eval
     labels = self.eval_labels()
     if labels is None:
@@ -242,6 +303,34 @@ class DenoiserTask:
                  time.time() - started)
     return scores
 
+  def evaluate_cascade(self, state, step: int):
+    """SR / text stages: `cascade_eval` on held-out clips."""
+    from walt.evaluation import cascade_eval  # pylint: disable=g-import-not-at-top
+    e = self.config.eval
+    started = time.time()
+    scores, videos = cascade_eval.evaluate_stage(
+        self.generator(state), self.config,
+        num_examples=e.cascade_examples, batch_size=e.batch_size,
+        seed=self.config.seed + 1)
+    if jax.process_index() == 0:
+      media.save_videos(
+          storage.join(self.workdir, 'samples', str(step)), 'stage_samples',
+          video_ops.to_uint8(videos[:e.num_summary_videos]))
+    protocol = {
+        'sampler': e.sampler, 'steps': e.steps, 'eta': e.eta,
+        'guidance': e.guidance, 'sr_noise': e.sr_noise,
+        'examples': 'first validation clips', 'data': self.config.data.name,
+        'frames': self.config.data.frames,
+        'resolution': list(self.config.data.resolution),
+        'low_res_resolution': list(self.config.cascade.low_res_resolution),
+        'text_encoder': self.config.cascade.text_encoder,
+        'params': 'ema' if state.ema_params is not None else 'raw'}
+    results_lib.write_results(self.workdir, step, scores,
+                              scores['num_examples'], protocol)
+    logging.info('stage eval of %d clips in %.0f s: %s',
+                 scores['num_examples'], time.time() - started, scores)
+    return scores
+
   def reconstruction_accuracy(self, num_examples: int) -> float:
     """Oracle accuracy on tokenizer round trips of validation clips."""
     batch_size = mesh_lib.padded_batch_size(self.config.eval.batch_size,
@@ -259,6 +348,8 @@ class DenoiserTask:
     return float(np.mean(correct))
 
   def summaries(self, state, batch, step: int, logger) -> None:
+    if self.cascade_keys:
+      return  # a stage's samples need held-out inputs: its eval writes them
     labels = self.eval_labels()
     e = self.config.eval
     if labels is None:
@@ -282,6 +373,13 @@ def cache_latents(config, workdir: str, mesh) -> dict:
   tokenizer = tokenizer_lib.load_tokenizer(config.tokenizer.workdir, mesh)
   spec = pipeline.DataSpec.from_config(config.data)
   source = pipeline.data_source(spec)
+  keys = cascade_keys(config)
+  low_res = text_encoder = None
+  if 'low_res' in keys:
+    low_res = (stages.load_low_res_tokenizer(config, mesh),
+               tuple(config.cascade.low_res_resolution))
+  if 'text' in keys:
+    text_encoder = stages.load_text_encoder(config)
   return latent_cache.write(
       tokenizer, source, config.latents.cache, frames=config.data.frames,
       resolution=spec.resolution, batch_size=config.latents.batch_size,
@@ -289,7 +387,14 @@ def cache_latents(config, workdir: str, mesh) -> dict:
       extra_metadata={'tokenizer': config.tokenizer.workdir,
                       'tokenizer_stats_step': tokenizer.stats_step,
                       'data': config.data.name, 'split': spec.split,
-                      'workdir': workdir})
+                      'workdir': workdir,
+                      'low_res_tokenizer': config.cascade.low_res_tokenizer.workdir
+                      if low_res else '',
+                      'text_encoder': config.cascade.text_encoder
+                      if text_encoder else ''},
+      low_res=low_res, text_encoder=text_encoder)
+
+
 
 
 def run(config, workdir: str, mode: str = 'train'):
@@ -301,10 +406,14 @@ def run(config, workdir: str, mode: str = 'train'):
   return loop.run(task, config, workdir, mode, {'eval': task.evaluate})
 
 
+CONDITIONING_KEYS = ('low_res', 'text', 'text_mask')
+
+
 def train_step(apply, schedule, objective, tx, seed: int, ema_decay: float,
                state, batch, microbatches: int = 1):
   """One denoiser update: the diffusion loss on `batch` (`latent [b, t, h,
-  w, c]`, `label [b, t]` or absent, `is_image [b]`; in `microbatches`
+  w, c]`, `label [b, t]` or absent, `is_image [b]`, cascade inputs
+  `CONDITIONING_KEYS` where the model takes them; in `microbatches`
   slices), the optimizer and EMA. The job's step, and the one
   `walt.benchmark` times."""
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -313,7 +422,8 @@ def train_step(apply, schedule, objective, tx, seed: int, ema_decay: float,
     grads, metrics = jax.grad(
         lambda p: objectives.diffusion_loss(
             apply, p, rng, schedule, objective, mb['latent'],
-            mb.get('label'), mb['is_image'], example_ids),
+            mb.get('label'), mb['is_image'], example_ids,
+            {k: mb[k] for k in CONDITIONING_KEYS if k in mb}),
         has_aux=True)(state.params)
     return grads, metrics, None
 

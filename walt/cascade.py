@@ -1,0 +1,87 @@
+r"""Runs a trained cascade: a base model then super-resolution stages.
+
+    python -m walt.cascade --workdirs=BASE,SR1,SR2 \
+        --caption="a red circle bouncing left and right" --out=DIR \
+        [--num_samples=4] [--save_stages] [--sampler=dpmpp --steps=15] \
+        [--guidance=3] [--sr_noise=0.1] [--seed=0]
+
+The base stage samples from the caption (a text model) or from
+`--class_label` (a class-conditional one); each SR stage takes the previous
+stage's decoded videos, encodes them with its own low-resolution tokenizer
+(`cascade.low_res_tokenizer` of its config) and samples its own
+resolution, conditioned on the caption too when it is a text model. Writes
+`sample_<i>.mp4/.gif`, a `sample.png` grid and `cascade.json` to `--out`;
+with `--save_stages`, every stage's videos under `--out/stage<k>/`. Stages
+run `--batch_size` samples per call, each call sampled and decoded on its
+own, so memory is that of one batch at any `--num_samples`. The Python API
+is `walt.inference.cascade.run_cascade` (or `Generator.sample_text` /
+`Generator.super_resolve`).
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from walt.data import video_ops
+from walt import inference
+from walt.inference import cascade as cascade_lib
+from walt import media
+from walt import storage
+from walt.parallel import distributed
+
+_WORKDIRS = flags.DEFINE_list('workdirs', None, 'Stage workdirs, base first.')
+_CAPTION = flags.DEFINE_string('caption', None, 'Caption of every sample.')
+_CLASS = flags.DEFINE_integer('class_label', None,
+                              'Class of every sample (class-conditional base).')
+_OUT = flags.DEFINE_string('out', None, 'Output directory.')
+_NUM = flags.DEFINE_integer('num_samples', 4, 'Number of samples.')
+_SAVE_STAGES = flags.DEFINE_bool('save_stages', False,
+                                 "Also write every stage's videos.")
+_SAMPLER = flags.DEFINE_enum('sampler', 'ddim', ['ddim', 'dpmpp'],
+                             'ddim, or dpmpp (DPM-Solver++(2M)).')
+_STEPS = flags.DEFINE_integer('steps', 50, 'Sampling steps per stage.')
+_GUIDANCE = flags.DEFINE_float('guidance', 1.0,
+                               'Guidance scale of the caption / class.')
+_SR_NOISE = flags.DEFINE_float(
+    'sr_noise', None, "t_sr of the SR stages' low-res latents (default: each "
+    "stage's eval.sr_noise).")
+_SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_BATCH = flags.DEFINE_integer('batch_size', 8, 'Samples per device call.')
+_FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the files.')
+flags.mark_flags_as_required(['workdirs', 'out'])
+
+
+def main(argv):
+  del argv
+  distributed.initialize_from_flags()
+  stages = [inference.load_denoiser(w) for w in _WORKDIRS.value]
+  labels = None
+  if _CLASS.value is not None:
+    labels = np.full((_NUM.value,), _CLASS.value, np.int32)
+  outputs = cascade_lib.run_cascade(
+      stages, _NUM.value, captions=_CAPTION.value, labels=labels,
+      seed=_SEED.value, batch_size=_BATCH.value, sr_noise=_SR_NOISE.value,
+      steps=_STEPS.value, sampler=_SAMPLER.value, guidance=_GUIDANCE.value)
+  paths = media.save_videos(_OUT.value, 'sample',
+                            video_ops.to_uint8(outputs[-1]), _FPS.value)
+  if _SAVE_STAGES.value:
+    for k, videos in enumerate(outputs):
+      media.save_videos(storage.join(_OUT.value, f'stage{k}'), 'sample',
+                        video_ops.to_uint8(videos), _FPS.value)
+  storage.write_json(storage.join(_OUT.value, 'cascade.json'), {
+      'workdirs': [storage.resolve(w) for w in _WORKDIRS.value],
+      'caption': _CAPTION.value, 'class_label': _CLASS.value,
+      'sizes': [list(v.shape[1:4]) for v in outputs],
+      'sampler': _SAMPLER.value, 'steps': _STEPS.value,
+      'guidance': _GUIDANCE.value, 'sr_noise': _SR_NOISE.value,
+      'seed': _SEED.value, 'files': paths})
+  logging.info('wrote %d cascade samples to %s', len(outputs[-1]), _OUT.value)
+  print(f'wrote {len(outputs[-1])} samples of {outputs[-1].shape[1:4]} '
+        f'(frames, height, width) to {_OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
