@@ -14,10 +14,18 @@ Text: frozen T5-XL v1.1 token embeddings (2048 wide) in cross-attention.
 | sr1 | 5x32x56 | 2 | 40 x 1408 | 1.3B |
 | sr2 | 5x64x112 | 4 | 24 x 1024 | 419M |
 
-Training these stages needs text and low-resolution latents in the input
-pipeline, which is not built yet: today these configs describe and compile
-(`walt.tools.describe`), they do not train.
+Each stage trains from a latent cache (`--mode=cache_latents` first) that
+holds its clips' latents, the T5 embeddings of their captions and, for the
+SR stages, the latents of the same clips at the lower stage's size under
+the lower stage's tokenizer (`cascade.low_res_tokenizer`). T5: a user-held
+Hugging Face checkpoint directory of `google/t5-v1_1-xl` (config.json,
+model.safetensors, spiece.model) at `cascade.text_encoder='t5:DIR'`.
+`python -m walt.cascade --workdirs=BASE,SR1,SR2 --caption=...` runs the
+three.
 """
+
+import os
+
 
 from walt import config_lib
 from walt import defaults
@@ -30,6 +38,10 @@ _STAGES = {
     'sr1': ((256, 448), 2, 40, 1408, 16, 8, (0, 8, 14)),
     'sr2': ((512, 896), 4, 24, 1024, 16, 8, (0, 8, 14)),
 }
+# The clip size each SR stage takes (the base model's wide clips, then
+# SR-1's output) and the workdirs of the stages' tokenizers.
+_LOW_RES = {'sr1': ((128, 224), 'base'), 'sr2': ((256, 448), 'sr1')}
+T5_DIR = os.path.expanduser('~/checkpoints/t5-v1_1-xl')
 T5_XL_DIM = 2048
 
 
@@ -48,6 +60,16 @@ def get_config(arg=None):
                   'num_heads': heads, 'patch_size': patch,
                   'spatiotemporal_window': window,
                   'text_dim': T5_XL_DIM, 'low_res_channels': low_res})
+  c.cascade.text_encoder = f't5:{T5_DIR}'
+  c.cascade.text_length = 64
+  if arg.stage in _LOW_RES:
+    size, tokenizer = _LOW_RES[arg.stage]
+    c.cascade.low_res_resolution = size
+    c.cascade.low_res_tokenizer.update(
+        {'workdir': os.path.expanduser(f'~/walt_runs/tokenizer_t2v_{tokenizer}'),
+         'temporal_factor': 4, 'spatial_factor': 8, 'latent_channels': 8})
+  c.tokenizer.workdir = os.path.expanduser(
+      f'~/walt_runs/tokenizer_t2v_{arg.stage}')
   c.batch_size = 256
   c.lock()
   return c

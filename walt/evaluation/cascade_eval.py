@@ -7,7 +7,9 @@ and its caption. Metrics (the `results.json` names users' scripts read):
 - `sr_psnr`: PSNR of the SR stage's output (from the low-res clip's latent,
   `t_sr` = `eval.sr_noise`) against the true clip; `bicubic_psnr`: the same
   for bicubic upsampling of the low-res clip (the baseline to beat);
-  `sr_ssim`, `bicubic_ssim` likewise;
+  `sr_ssim`, `bicubic_ssim` likewise; `tokenizer_psnr`: the stage
+  tokenizer's round trip of the true clip, the ceiling of `sr_psnr` (a
+  latent SR stage's output is that tokenizer's decoding);
 - `caption_accuracy`: the oracle class of the output equals the caption's
   class (moving_sprites: the example's label), for text models;
 - `class_accuracy`, `color_accuracy`, `shape_accuracy` of the same outputs.
@@ -84,9 +86,14 @@ def evaluate_stage(generator, config, *, num_examples: int, batch_size: int,
     p, s = reconstruction.psnr_ssim(videos, truth)
     bic = bicubic_upsample(data['low_res'], truth.shape[2:4])
     pb, sb = reconstruction.psnr_ssim(bic, truth)
+    recon = np.concatenate([
+        np.asarray(generator.tokenizer.reconstruct(truth[i:i + batch_size]))
+        for i in range(0, len(truth), batch_size)])
+    pr, _ = reconstruction.psnr_ssim(recon, truth)
     metrics.update(sr_psnr=float(np.mean(p)), sr_ssim=float(np.mean(s)),
                    bicubic_psnr=float(np.mean(pb)),
-                   bicubic_ssim=float(np.mean(sb)))
+                   bicubic_ssim=float(np.mean(sb)),
+                   tokenizer_psnr=float(np.mean(pr)))
   scores = oracle.score_samples(config.data.name, videos, data['label'])
   if scores:
     metrics.update({k: v for k, v in scores.items() if '/' not in k})
