@@ -333,6 +333,12 @@ def test_text_guidance_scale_one_is_the_conditional_prediction():
   three = sampling.guided_v(denoise, z, steps, x0_sc, 3.0)
   np.testing.assert_allclose(three, uncond + 3.0 * (cond - uncond),
                              atol=1e-4)
+  # Sampling at t_sr > 0 noises the low-res latent to that step first.
+  aug = gen._augment_low_res(np.ones((64, 2, 4, 4, 3), np.float32), 0.5, 0)  # pylint: disable=protected-access
+  np.testing.assert_allclose(aug['t_sr'], 0.5)
+  alpha, sigma = schedule.alpha_sigma(jnp.asarray([500]))
+  eps = (aug['low_res'] - float(alpha[0])) / float(sigma[0])
+  assert abs(float(eps.mean())) < 0.05 and abs(float(eps.std()) - 1) < 0.05
 
 
 def test_cross_attention_keys_include_the_window_tokens():

@@ -249,7 +249,8 @@ class Generator:
       unused).
       low_res, t_sr: SR stages: the low-resolution stage's normalised latents
       `[n, t, h / f, w / f, c']` and their noise-augmentation level in [0, 1)
-      (the low-res latent is given to every guidance pass).
+      (t_sr > 0: the latent is first noised to that level, as in training;
+      it is given to every guidance pass).
       text, text_mask: text models: token embeddings `[n, k, text_dim]` and
       bool `[n, k]` (guidance on the class scale: the unconditional pass
       masks every token).
@@ -282,6 +283,8 @@ class Generator:
       if self.num_classes:
         labels = np.full((n,), self.num_classes, np.int32)  # unconditional
     cascade = self._cascade_inputs(n, low_res, t_sr, text, text_mask)
+    if cascade is not None and 'low_res' in cascade and t_sr > 0:
+      cascade.update(self._augment_low_res(cascade['low_res'], t_sr, seed))
     t, h, w, c = self.config.latent_shape
     t = frames or t
     padded = mesh_lib.padded_batch_size(n, self.mesh, self.rules)
@@ -303,6 +306,18 @@ class Generator:
                put(labels), put(cond_latent), put(cond_mask),
                None if cascade is None else jax.tree.map(put, cascade))
     return mesh_lib.fetch(out)[:n]
+
+  def _augment_low_res(self, low_res: np.ndarray, t_sr: float, seed: int
+                       ) -> dict:
+    """The low-res latent noised to step round(t_sr T) of the schedule, as
+    in training (noise-conditioning augmentation), and that step's t_sr."""
+    step = jnp.full((len(low_res),), int(round(t_sr * self.schedule.num_steps)))
+    alpha, sigma = self.schedule.alpha_sigma(step)
+    eps = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 2),
+                            low_res.shape)
+    return {'low_res': np.asarray(sched_lib.add_noise(
+                jnp.asarray(low_res), eps, alpha, sigma)),
+            't_sr': np.asarray(self.schedule.time_input(step))}
 
   def _cascade_inputs(self, n: int, low_res, t_sr, text, text_mask
                       ) -> dict | None:
