@@ -2,6 +2,7 @@
 full attention, parameter counts of the paper's sizes, scan == unrolled."""
 
 import dataclasses
+import functools
 import importlib.util
 
 import flax.linen as nn
@@ -28,11 +29,15 @@ def _config(**kw):
 
 
 def _randomize(params, seed=1):
-  """Random values for every parameter (zero-init gates would hide mixing)."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [
-      0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  """Random values for every parameter (zero-init gates would hide mixing);
+  one compiled function, not an op-by-op dispatch per leaf."""
+  @jax.jit
+  def draw(params):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(tree, [
+        0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  return draw(params)
 
 
 def _layer_fn(cfg, window):
@@ -236,9 +241,11 @@ def test_per_device_attention_blocks_on_a_mesh_equal_the_whole():
   _assert_same_attention(got, expected)
 
 
-def _cascade_model(**kw):
-  """A tiny SR + text denoiser with random params: (apply, inputs)."""
-  cfg = _config(low_res_channels=3, text_dim=6, scan=True, **kw)
+@functools.lru_cache(maxsize=None)
+def _cascade_model():
+  """A tiny SR + text denoiser with random params: (apply, inputs), built
+  and compiled once for the tests that share it."""
+  cfg = _config(low_res_channels=3, text_dim=6, scan=True)
   model = dn.Denoiser(cfg)
   b = 2
   inputs = dict(
@@ -248,7 +255,7 @@ def _cascade_model(**kw):
       t_sr=jnp.asarray([0.1, 0.2]),
       text=jax.random.normal(jax.random.key(3), (b, 5, 6)),
       text_mask=jnp.asarray([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool))
-  params = _randomize(sharding_lib.strip_boxes(model.init(
+  params = _randomize(sharding_lib.strip_boxes(jax.jit(model.init)(
       jax.random.key(0), inputs.pop('z'), inputs.pop('t'), **inputs
   )['params']))
   inputs = dict(z=jax.random.normal(jax.random.key(1), (b, *GRID, 4)),
@@ -311,7 +318,7 @@ def test_text_guidance_scale_one_is_the_conditional_prediction():
              't_sr': jnp.asarray([0.1, 0.2]),
              'text': jax.random.normal(jax.random.key(3), (b, 5, 6)),
              'text_mask': jnp.asarray([[1, 1, 1, 0, 0], [1] * 5], bool)}
-  params = _randomize(sharding_lib.strip_boxes(model.init(
+  params = _randomize(sharding_lib.strip_boxes(jax.jit(model.init)(
       jax.random.key(0), z, jnp.zeros((b,)), labels=labels, **cascade
   )['params']))
   schedule = sched_lib.Schedule.from_config(defaults.denoiser().diffusion)
@@ -319,20 +326,24 @@ def test_text_guidance_scale_one_is_the_conditional_prediction():
   denoise = gen._denoise(params, labels, None, None, cascade)  # pylint: disable=protected-access
   steps = jnp.asarray([300, 700])
   t_in = schedule.time_input(steps)
-  apply = lambda **kw: model.apply({'params': params}, z, t_in,
-                                   self_cond=x0_sc, **kw)
+  apply = jax.jit(lambda **kw: model.apply({'params': params}, z, t_in,
+                                           self_cond=x0_sc, **kw))
   cond = apply(labels=labels, **cascade)
   uncond = apply(labels=jnp.full_like(labels, cfg.num_classes),
                  **{**cascade, 'text_mask': jnp.zeros((b, 5), bool)})
-  assert float(jnp.abs(cond - uncond).max()) > 1e-3
-  vs = denoise(z, steps, x0_sc, (sampling.ALL, sampling.NONE_GIVEN))
-  np.testing.assert_allclose(vs[0], cond, atol=1e-5)
-  np.testing.assert_allclose(vs[1], uncond, atol=1e-5)
-  one = sampling.guided_v(denoise, z, steps, x0_sc, 1.0)
-  np.testing.assert_allclose(one, cond, atol=1e-5)
-  three = sampling.guided_v(denoise, z, steps, x0_sc, 3.0)
+  # (Tolerances: random 0.3-std weights amplify float32 reordering of the
+  # batched 2b forward to ~5e-4; the passes differ by far more.)
+  assert float(jnp.abs(cond - uncond).max()) > 0.1
+  vs = jax.jit(lambda z: denoise(z, steps, x0_sc, (
+      sampling.ALL, sampling.NONE_GIVEN)))(z)
+  np.testing.assert_allclose(vs[0], cond, atol=2e-3)
+  np.testing.assert_allclose(vs[1], uncond, atol=2e-3)
+  guided = jax.jit(lambda z, w: sampling.guided_v(denoise, z, steps, x0_sc,
+                                                  w), static_argnums=1)
+  np.testing.assert_allclose(guided(z, 1.0), cond, atol=2e-3)
+  three = guided(z, 3.0)
   np.testing.assert_allclose(three, uncond + 3.0 * (cond - uncond),
-                             atol=1e-4)
+                             atol=5e-3)
   # Sampling at t_sr > 0 noises the low-res latent to that step first.
   aug = gen._augment_low_res(np.ones((64, 2, 4, 4, 3), np.float32), 0.5, 0)  # pylint: disable=protected-access
   np.testing.assert_allclose(aug['t_sr'], 0.5)
