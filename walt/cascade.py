@@ -4,6 +4,8 @@ r"""Runs a trained cascade: a base model then super-resolution stages.
         --caption="a red circle bouncing left and right" --out=DIR \
         [--num_samples=4] [--save_stages] [--sampler=dpmpp --steps=15] \
         [--guidance=3] [--sr_noise=0.1] [--seed=0]
+    # the captions of N held-out clips, scored by the oracle (results.json)
+    python -m walt.cascade --workdirs=BASE,SR1,SR2 --eval_captions=96 --out=DIR
 
 The base stage samples from the caption (a text model) or from
 `--class_label` (a class-conditional one); each SR stage takes the previous
@@ -26,6 +28,8 @@ from absl import logging
 import numpy as np
 
 from walt.data import video_ops
+from walt.evaluation import cascade_eval
+from walt.evaluation import oracle
 from walt import inference
 from walt.inference import cascade as cascade_lib
 from walt import media
@@ -34,6 +38,11 @@ from walt.parallel import distributed
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Stage workdirs, base first.')
 _CAPTION = flags.DEFINE_string('caption', None, 'Caption of every sample.')
+_EVAL = flags.DEFINE_integer(
+    'eval_captions', 0, 'N > 0: instead of --caption, the captions of the '
+    'first N validation clips of the base stage\'s data set; writes '
+    'results.json with caption_accuracy (the oracle class of the final '
+    'videos vs the caption\'s class).')
 _CLASS = flags.DEFINE_integer('class_label', None,
                               'Class of every sample (class-conditional base).')
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
@@ -61,8 +70,15 @@ def main(argv):
   labels = None
   if _CLASS.value is not None:
     labels = np.full((_NUM.value,), _CLASS.value, np.int32)
+  captions, num = _CAPTION.value, _NUM.value
+  if _EVAL.value:
+    held = cascade_eval.held_out(stages[0].data_config,
+                                 stages[0].data_config.frames,
+                                 stages[0].data_config.resolution, None,
+                                 _EVAL.value)
+    captions, num, truth = held['caption'], len(held['caption']), held['label']
   outputs = cascade_lib.run_cascade(
-      stages, _NUM.value, captions=_CAPTION.value, labels=labels,
+      stages, num, captions=captions, labels=labels,
       seed=_SEED.value, batch_size=_BATCH.value, sr_noise=_SR_NOISE.value,
       steps=_STEPS.value, sampler=_SAMPLER.value, guidance=_GUIDANCE.value)
   paths = media.save_videos(_OUT.value, 'sample',
@@ -73,11 +89,30 @@ def main(argv):
                         video_ops.to_uint8(videos), _FPS.value)
   storage.write_json(storage.join(_OUT.value, 'cascade.json'), {
       'workdirs': [storage.resolve(w) for w in _WORKDIRS.value],
-      'caption': _CAPTION.value, 'class_label': _CLASS.value,
+      'caption': _CAPTION.value, 'eval_captions': _EVAL.value,
+      'class_label': _CLASS.value,
       'sizes': [list(v.shape[1:4]) for v in outputs],
       'sampler': _SAMPLER.value, 'steps': _STEPS.value,
       'guidance': _GUIDANCE.value, 'sr_noise': _SR_NOISE.value,
       'seed': _SEED.value, 'files': paths})
+  if _EVAL.value:
+    final = stages[-1].data_config.name
+    scores = oracle.score_samples(final, outputs[-1], truth)
+    metrics = {k: v for k, v in scores.items() if '/' not in k}
+    metrics['caption_accuracy'] = metrics.get('class_accuracy')
+    metrics['stage_caption_accuracy'] = [
+        oracle.score_samples(final, v, truth).get('class_accuracy')
+        for v in outputs]
+    storage.write_json(storage.join(_OUT.value, 'results.json'), {
+        **metrics, 'metrics': metrics, 'num_samples': num,
+        'protocol': {'captions': f'first {num} validation clips of '
+                                 f'{stages[0].data_config.name}',
+                     'sampler': _SAMPLER.value, 'steps': _STEPS.value,
+                     'guidance': _GUIDANCE.value,
+                     'scorer': 'oracle classifier (walt.data.sprites.classify)'
+                               if scores else 'none'}})
+    print(f'caption_accuracy {metrics["caption_accuracy"]} over {num} '
+          f'captions (per stage: {metrics["stage_caption_accuracy"]})')
   logging.info('wrote %d cascade samples to %s', len(outputs[-1]), _OUT.value)
   print(f'wrote {len(outputs[-1])} samples of {outputs[-1].shape[1:4]} '
         f'(frames, height, width) to {_OUT.value}')
