@@ -243,8 +243,8 @@ def test_per_device_attention_blocks_on_a_mesh_equal_the_whole():
 
 @functools.lru_cache(maxsize=None)
 def _cascade_model():
-  """A tiny SR + text denoiser with random params: (apply, inputs), built
-  and compiled once for the tests that share it."""
+  """A tiny SR + text denoiser with random params: (apply, inputs, model,
+  params), built and compiled once for the tests that share it."""
   cfg = _config(low_res_channels=3, text_dim=6, scan=True)
   model = dn.Denoiser(cfg)
   b = 2
@@ -264,11 +264,11 @@ def _cascade_model():
   @jax.jit
   def apply(z, t, **kw):
     return model.apply({'params': params}, z, t, **kw)
-  return apply, inputs
+  return apply, inputs, model, params
 
 
 def test_sr_stage_sees_the_low_res_latent_and_its_noise_level():
-  apply, inputs = _cascade_model()
+  apply, inputs, _, _ = _cascade_model()
   base = apply(**inputs)
   differs = lambda **kw: float(jnp.abs(apply(**{**inputs, **kw}) - base).max())
   # t_sr reaches the modulation; the low-res latent reaches the tokens, each
@@ -281,7 +281,7 @@ def test_sr_stage_sees_the_low_res_latent_and_its_noise_level():
 
 
 def test_text_tokens_are_attended_and_padding_is_not():
-  apply, inputs = _cascade_model()
+  apply, inputs, _, _ = _cascade_model()
   base = apply(**inputs)
   # Real text tokens matter; padded ones never do.
   text = inputs['text']
@@ -307,20 +307,13 @@ def test_text_guidance_scale_one_is_the_conditional_prediction():
   from walt.diffusion import sampling
   from walt.diffusion import schedule as sched_lib
   from walt.inference import generator as generator_lib
-  cfg = _config(low_res_channels=3, text_dim=6)
-  model = dn.Denoiser(cfg)
+  _, inputs, model, params = _cascade_model()
+  cfg = model.config
   b = 2
-  z = jax.random.normal(jax.random.key(1), (b, *GRID, 4))
+  z = inputs['z']
   x0_sc = jax.random.normal(jax.random.key(5), z.shape)
-  labels = jnp.asarray([0, 1])
-  cascade = {'low_res': jax.random.normal(jax.random.key(2),
-                                          (b, GRID[0], 2, 2, 3)),
-             't_sr': jnp.asarray([0.1, 0.2]),
-             'text': jax.random.normal(jax.random.key(3), (b, 5, 6)),
-             'text_mask': jnp.asarray([[1, 1, 1, 0, 0], [1] * 5], bool)}
-  params = _randomize(sharding_lib.strip_boxes(jax.jit(model.init)(
-      jax.random.key(0), z, jnp.zeros((b,)), labels=labels, **cascade
-  )['params']))
+  labels = inputs['labels']
+  cascade = {k: inputs[k] for k in ('low_res', 't_sr', 'text', 'text_mask')}
   schedule = sched_lib.Schedule.from_config(defaults.denoiser().diffusion)
   gen = generator_lib.Generator(model, params, schedule, None)
   denoise = gen._denoise(params, labels, None, None, cascade)  # pylint: disable=protected-access
