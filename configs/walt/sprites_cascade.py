@@ -14,8 +14,8 @@ r"""A caption-conditioned three-stage cascade on moving_sprites, CPU-sized:
 Every stage reads `moving_sprites/17x64x64` and re-renders each clip at its
 own size from the stored render parameters, so a stage's low-resolution
 input and its target are the same clip rendered at two sizes (exact, no
-resampling). One tokenizer serves the three sizes:
-`configs/tokenizer/sprites.py:crops` (per-position RMSNorm, so nothing in it
+resampling). One tokenizer serves the three sizes: the default
+`configs/tokenizer/sprites.py` (per-position RMSNorm, so nothing in it
 depends on the frame size; 4x spatial, 4x temporal, 16 channels): latents
 3x8x8, 3x16x16 and 3x32x32 (x16), patches 2, 2 and 4, so every stage sees
 3x4x4 (base) or 3x8x8 tokens. Captions (`a red circle bouncing left and
@@ -41,7 +41,7 @@ _STAGES = {
     'sr1': ((64, 64), (32, 32), 2, 4, 128, 4, (0, 4, 4), 1_500, 16),
     'sr2': ((128, 128), (64, 64), 4, 4, 128, 4, (0, 4, 4), 1_500, 16),
 }
-TOKENIZER = '~/walt_runs/tokenizer_sprites_crops'
+TOKENIZER = '~/walt_runs/tokenizer_sprites'
 
 
 def get_config(arg=None):

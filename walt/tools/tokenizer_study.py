@@ -76,12 +76,12 @@ _Q1W32 = {**_Q1, 'model.base_channels': 32}
 # name -> (config file, variant argument, overrides); WORKSPACE.md's table.
 VARIANTS = {
     # 64x64 data, evaluated on whole 17x64x64 validation clips.
-    'magvit_small': (_SPRITES, 'default', _MAGVIT_SMALL),
-    'magvit_small_im2col': (_SPRITES, 'default', {
+    'magvit_small': (_SPRITES, 'whole', _MAGVIT_SMALL),
+    'magvit_small_im2col': (_SPRITES, 'whole', {
         **_MAGVIT_SMALL, 'model.conv_impl': 'im2col'}),
-    'patch4': (_SPRITES, 'default', _PATCH4),
-    'patch4_im2col': (_SPRITES, 'default', {**_PATCH4,
-                                            'model.conv_impl': 'im2col'}),
+    'patch4': (_SPRITES, 'whole', _PATCH4),
+    'patch4_im2col': (_SPRITES, 'whole', {**_PATCH4,
+                                          'model.conv_impl': 'im2col'}),
     # 32x32 data (the quickstart's), evaluated on whole 17x32x32 clips.
     'quick_old': (_SPRITES, 'quick', {
         'model.patch_size': (1, 1, 1), 'model.channel_multipliers': (1, 2, 4, 4),
@@ -118,11 +118,13 @@ VARIANTS = {
                                             'model.latent_channels': 16}),
     # Size-independent norms: train on 32x32 crops of 4 clips, evaluate on
     # whole 64x64 frames.
-    'default_group_crops': (_SPRITES, 'default', {
+    'default_group_crops': (_SPRITES, 'whole', {
         'model.norm': 'group', 'data.crop': (32, 32), 'batch_size': 4}),
-    'default_rms_crops': (_SPRITES, 'default', {
+    'default_rms_crops': (_SPRITES, 'whole', {
         'model.norm': 'rms', 'data.crop': (32, 32), 'batch_size': 4}),
-    'default_rms_whole': (_SPRITES, 'default', {'model.norm': 'rms'}),
+    # The default before (whole frames, GroupNorm).
+    'default_group_whole': (_SPRITES, 'whole', {'model.norm': 'group'}),
+    'default_rms_whole': (_SPRITES, 'whole', {'model.norm': 'rms'}),
     # The configs as they are now.
     'sprites_quick': (_SPRITES, 'quick', {}),
     'sprites_default': (_SPRITES, 'default', {}),
