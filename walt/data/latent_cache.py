@@ -42,7 +42,8 @@ METADATA = 'metadata.json'
 PATTERN = 'latents.array_record-{:05d}-of-{:05d}'
 
 
-def _text(value) -> str:
+def text_of(value) -> str:
+  """A stored text field (bytes or str) as str."""
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -153,7 +154,7 @@ def write(tokenizer, source, directory: str, *, frames: int,
       for j, extra in enumerate(extras):
         extra['low_res'] = zl[j]
     if text_encoder is not None:
-      captions = [_text(e[caption_key]) for e in examples]
+      captions = [text_of(e[caption_key]) for e in examples]
       emb, mask = text_encoder(captions)
       for j, extra in enumerate(extras):
         extra.update(text=emb[j].astype(np.float16), text_mask=mask[j],

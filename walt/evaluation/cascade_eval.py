@@ -48,7 +48,7 @@ def held_out(data, frames: int, resolution, low_resolution, num_examples: int,
   out = {'video': np.stack([video_ops.to_float(latent_cache.clip_pixels(
              e, frames, tuple(resolution))) for e in examples]),
          'label': np.asarray([int(e['label']) for e in examples]),
-         'caption': [latent_cache._text(e.get(caption_key, ''))  # pylint: disable=protected-access
+         'caption': [latent_cache.text_of(e.get(caption_key, ''))
                      for e in examples],
          'low_res': None}
   if low_resolution:

@@ -495,7 +495,6 @@ class Generator:
     out[:, t_clip - f:] = b
     return out
 
-
   # ---------------------------------------------------------- cascade API
   def _stage_config(self, what: str):
     if self.train_config is None or 'cascade' not in self.train_config:
