@@ -375,6 +375,31 @@ def test_windows_are_reshapes_that_invert():
                                 x[0, :2, :2, :3].reshape(12, 3))
 
 
+def test_output_conv_adds_a_3x3_conv_across_token_boundaries():
+  cfg = _config(patch_size=2)
+  z = jax.random.normal(jax.random.key(0), (2, *GRID, 4))
+  t = jnp.asarray([0.1, 0.9])
+  plain = dn.Denoiser(cfg)
+  conv = dn.Denoiser(dataclasses.replace(cfg, output_conv=True))
+  params = _randomize(sharding_lib.strip_boxes(
+      plain.init(jax.random.key(1), z, t)['params']))
+  init = sharding_lib.strip_boxes(conv.init(jax.random.key(1), z, t)['params'])
+  # Zero-initialised: the model starts as the one without it.
+  with_conv = dict(params, output_conv=init['output_conv'])
+  y = plain.apply({'params': params}, z, t)
+  np.testing.assert_array_equal(conv.apply({'params': with_conv}, z, t), y)
+  # Trained: y + conv3x3(y) per frame, so each latent position sees the
+  # positions of the neighbouring tokens.
+  kernel = jax.random.normal(jax.random.key(2), (1, 3, 3, 4, 4))
+  bias = jax.random.normal(jax.random.key(3), (4,))
+  with_conv['output_conv'] = {'kernel': kernel, 'bias': bias}
+  expected = y + jax.lax.conv_general_dilated(
+      y, kernel, (1, 1, 1), 'SAME',
+      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC')) + bias
+  np.testing.assert_allclose(conv.apply({'params': with_conv}, z, t),
+                             expected, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_starts_as_zero_and_scan_matches_unrolled():
   cfg = _config(num_layers=4, scan=True)

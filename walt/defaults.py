@@ -84,7 +84,10 @@ def denoiser():
       # Cascade stages: SR input channels and factor, text embedding width
       # (0: off; see walt.models.denoiser).
       'low_res_channels': 0, 'sr_factor': 2, 'text_dim': 0,
-      'text_layers': 'all'})
+      'text_layers': 'all',
+      # A zero-initialised 3x3 conv on the output latent (see
+      # walt.models.denoiser); off in the paper configs.
+      'output_conv': False})
   c.diffusion = ml_collections.ConfigDict({
       'num_steps': 1000, 'beta_start': 1e-4, 'beta_end': 0.02,
       'zero_terminal_snr': True, 'self_cond_prob': 0.9,

@@ -100,6 +100,12 @@ class DenoiserConfig:
   # layers with a cross-attention branch ('all' or 'spatial').
   text_dim: int = 0
   text_layers: str = 'all'
+  # A 3x3 convolution over each output latent frame, added to the
+  # unpatchified prediction (zero-initialised: the model starts as without
+  # it). U-ViT's fix for patch-boundary artefacts: the final linear layer
+  # predicts each token's p x p latent positions alone, and neighbouring
+  # tokens' edges need not agree.
+  output_conv: bool = False
 
   @classmethod
   def from_config(cls, model, latent_shape: Sequence[int]) -> 'DenoiserConfig':
@@ -438,7 +444,11 @@ class Denoiser(nn.Module):
     x = _dense(p * p * c, ('embed', 'channels'), 'final_linear', dtype,
                zero=True)(x)
     x = x.reshape(b, frames, hp, wp, p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
-    return x.reshape(b, frames, height, width, c).astype(jnp.float32)
+    x = x.reshape(b, frames, height, width, c)
+    if cfg.output_conv:
+      x = x + nn.Conv(c, (1, 3, 3), dtype=dtype, name='output_conv',
+                      kernel_init=nn.initializers.zeros)(x)
+    return x.astype(jnp.float32)
 
 
 def count_params(params: Any) -> int:
