@@ -17,10 +17,10 @@ Default: the quality config (17x64x64 data, latent 3x16x16x16, tokens
 cores): oracle class accuracy 33% (colour 100%, shape 33%) against a
 reconstruction ceiling of 99% (on the 28.4 dB `:whole` tokenizer: 29%,
 ceiling 91%); the samples have the right colour but speckled, round
-blobs. It has learned colour from the label, not
-shape: its x0 prediction from a noised held-out latent ignores the label's
-shape (WORKSPACE.md, "Denoiser study"); the step costs 1.4 s here, and
-more steps are what it lacks. `quick`: the quickstart size (17x32x32 data, latent
+blobs. It has learned colour from the label, not shape: its x0 prediction
+from a noised held-out latent ignores the label's shape, and neither 1.5x
+the steps nor `model.output_conv` changes that (WORKSPACE.md, "Denoiser
+study"); the step costs 1.47 s here. `quick`: the quickstart size (17x32x32 data, latent
 3x8x8x16, tokens 3x4x4; 4 layers, 128 wide, no self-conditioning; 550
 steps of 32 from the latent cache, ~3.5 steps/s; DPM-Solver++ 15-step
 eval samples).
