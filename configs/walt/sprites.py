@@ -20,10 +20,11 @@ ceiling 91%); the samples have the right colour but speckled, round
 blobs. It has learned colour from the label, not shape: its x0 prediction
 from a noised held-out latent ignores the label's shape, and neither 1.5x
 the steps, `model.output_conv` nor logit-normal t changes that
-(WORKSPACE.md, "Denoiser study"); the step costs 1.47 s here. `quick`: the quickstart size (17x32x32 data, latent
-3x8x8x16, tokens 3x4x4; 4 layers, 128 wide, no self-conditioning; 550
-steps of 32 from the latent cache, ~3.5 steps/s; DPM-Solver++ 15-step
-eval samples).
+(WORKSPACE.md, "Denoiser study"); the step costs 1.47 s here.
+
+`quick`: the quickstart size (17x32x32 data, latent 3x8x8x16, tokens
+3x4x4; 4 layers, 128 wide, no self-conditioning; 550 steps of 32 from the
+latent cache, ~3.5 steps/s; DPM-Solver++ 15-step eval samples).
 """
 
 import os
