@@ -17,7 +17,7 @@ Default: per-position RMSNorm (`model.norm='rms'`: no statistic depends
 on the frame size) trained on 17x32x32 random crops of 4 clips per step
 (64 wide, 7k steps), evaluated on whole 17x64x64 held-out clips (256):
 **30.8 dB PSNR, SSIM 0.940** (EMA). Whole job: 55 min 53 s on 2 idle
-cores (7k steps at 2.1-2.4 steps/s + 52 s of evaluation). The
+cores (7k steps at 1.8-2.4 steps/s + 52 s of evaluation). The
 same network on one clip's whole 64x64 frames per step with per-frame
 GroupNorm (`whole`, the default before): 28.4 dB, SSIM 0.911; with
 GroupNorm, crops do not transfer (28.7 dB on crops, 20.7 dB on whole
