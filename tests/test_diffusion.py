@@ -193,6 +193,8 @@ def test_dpmpp_is_closer_to_the_ode_solution_than_ddim(schedule):
   assert err['ddim', 25] / err['ddim', 50] < 2.5, err
   assert err['dpmpp', 25] / err['dpmpp', 50] > 3.0, err
   exact_err = {k: np.abs(o - exact).mean() for k, o in out.items()}
+  assert exact_err['dpmpp', 15] < 0.75 * exact_err['ddim', 15], exact_err
+  assert exact_err['dpmpp', 25] < 0.5 * exact_err['ddim', 25], exact_err
   assert 1.5 < exact_err['ddim', 25] / exact_err['ddim', 50] < 2.5, exact_err
   assert exact_err['dpmpp', 25] / exact_err['dpmpp', 50] > 3.0, exact_err
   with pytest.raises(ValueError, match='sampler'):
