@@ -242,6 +242,16 @@ def test_frame_scores_need_frame_training_or_reconstruction_guidance():
       2.0, 'reconstruction guidance, w_r = 2.0')
 
 
+def test_eval_sampler_takes_per_condition_guidance():
+  c = _load_config('configs/eval/sprites.py', 'prediction')
+  kwargs = tasks.sample_kwargs(c)
+  assert 'guidance_class' not in kwargs and 'guidance_frames' not in kwargs
+  c.sampler.guidance_frames = 2.0
+  kwargs = tasks.sample_kwargs(c)
+  assert kwargs['guidance_frames'] == 2.0 and 'guidance_class' not in kwargs
+  assert tasks.sampler_protocol(c)['guidance_frames'] == 2.0
+
+
 # Both need the 9-frame generator (a fixture of its own): CI runs them.
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['ucf101', 'k600_frame_prediction'])

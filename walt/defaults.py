@@ -146,6 +146,10 @@ def evaluation(task: str) -> ml_collections.ConfigDict:
   c.batch_size = 16  # samples per sampler call (global)
   c.sampler = ml_collections.ConfigDict(
       {'sampler': 'ddim', 'steps': 50, 'guidance': 1.0, 'eta': 0.0,
+       # Per-condition scales (`walt.sample --guidance_class/_frames`);
+       # unset: `guidance`.
+       'guidance_class': ml_collections.config_dict.placeholder(float),
+       'guidance_frames': ml_collections.config_dict.placeholder(float),
        # > 0: condition on given frames by reconstruction guidance (w_r)
        # instead of the model's frame channels (models trained without).
        'reconstruction_weight': 0.0})

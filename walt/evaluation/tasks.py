@@ -123,8 +123,12 @@ def take(batches, n: int) -> dict[str, np.ndarray]:
 
 def sample_kwargs(config) -> dict:
   s = config.sampler
-  return {'sampler': s.get('sampler', 'ddim'), 'steps': s.steps,
-          'eta': s.eta, 'guidance': s.guidance}
+  kwargs = {'sampler': s.get('sampler', 'ddim'), 'steps': s.steps,
+            'eta': s.eta, 'guidance': s.guidance}
+  for name in ('guidance_class', 'guidance_frames'):
+    if s.get(name) is not None:
+      kwargs[name] = float(s.get(name))
+  return kwargs
 
 
 def sampler_protocol(config) -> dict:
