@@ -125,9 +125,10 @@ def sample_kwargs(config) -> dict:
   s = config.sampler
   kwargs = {'sampler': s.get('sampler', 'ddim'), 'steps': s.steps,
             'eta': s.eta, 'guidance': s.guidance}
-  for name in ('guidance_class', 'guidance_frames'):
-    if s.get(name) is not None:
-      kwargs[name] = float(s.get(name))
+  for name in ('guidance_class', 'guidance_frames'):  # set: override
+    scale = s.get(name)
+    if scale is not None:
+      kwargs[name] = float(scale)
   return kwargs
 
 
