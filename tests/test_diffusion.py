@@ -402,3 +402,25 @@ def test_objective_passes_noised_low_res_and_dropped_text_per_example(
                             {k: v[b // 2:] for k, v in cond.items()})
   np.testing.assert_allclose(seen[-1]['t_sr'], t_sr[b // 2:])
   np.testing.assert_array_equal(seen[-1]['text_mask'], mask[b // 2:])
+
+
+def test_eps_weighted_v_loss_is_the_eps_loss(schedule):
+  """`loss_weighting='eps'`: the weighted v-MSE equals the MSE of the eps
+  the same v implies (eps = sigma z + alpha v), example by example. Catches
+  a weight of the wrong power (SNR, 1 / (SNR + 1)) or one that is 0 or NaN
+  at the clean end (sigma ~ 0)."""
+  rng = np.random.default_rng(0)
+  steps = jnp.asarray([0, 10, 300, 600, 900, schedule.num_steps - 2])
+  alpha, sigma = schedule.alpha_sigma(steps)
+  x0 = jnp.asarray(rng.normal(size=(6, 4, 4, 3)), jnp.float32)
+  eps = jnp.asarray(rng.normal(size=(6, 4, 4, 3)), jnp.float32)
+  v_pred = jnp.asarray(rng.normal(size=(6, 4, 4, 3)), jnp.float32)
+  z = sched_lib.add_noise(x0, eps, alpha, sigma)
+  v_mse = jnp.mean(jnp.square(v_pred - sched_lib.v_target(x0, eps, alpha, sigma)),
+                   axis=(1, 2, 3))
+  eps_mse = jnp.mean(jnp.square(sched_lib.eps_from_v(z, v_pred, alpha, sigma)
+                                - eps), axis=(1, 2, 3))
+  w = objectives.loss_weight(
+      alpha, sigma, objectives.ObjectiveConfig(loss_weighting='eps'))
+  np.testing.assert_allclose(w * v_mse, eps_mse, rtol=2e-4)
+  assert float(w[0]) > 0.99  # clean end: eps-MSE ~ v-MSE

@@ -11,8 +11,13 @@ from walt import weight_files
 from walt.text import encoders
 from walt.text import t5
 
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
+
+
+def _reference():
+  """(torch, transformers): the PyTorch T5 the Flax encoder is checked
+  against. Imported per test so the built-in encoder's tests run without
+  them (CI fails any skip: WALT_NO_SKIPS in tests/conftest.py)."""
+  return pytest.importorskip('torch'), pytest.importorskip('transformers')
 
 CAPTIONS = ['a red circle bouncing left and right',
             'a blue triangle bouncing up and down on a textured background',
@@ -22,6 +27,7 @@ CAPTIONS = ['a red circle bouncing left and right',
 def _tiny_checkpoint(directory, feed_forward='gated-gelu', dtype=None):
   """A random T5 encoder saved the Hugging Face way: config.json and
   model.safetensors (float32, or `dtype`)."""
+  torch, transformers = _reference()
   torch.manual_seed(0)
   config = transformers.T5Config(
       vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
@@ -40,6 +46,7 @@ def _tiny_checkpoint(directory, feed_forward='gated-gelu', dtype=None):
 @pytest.mark.parametrize('feed_forward', [
     'gated-gelu', pytest.param('relu', marks=pytest.mark.slow)])
 def test_flax_t5_encoder_equals_pytorch(tmp_path, feed_forward):
+  torch, _ = _reference()
   torch_model = _tiny_checkpoint(str(tmp_path), feed_forward)
   config, params = t5.load_checkpoint(str(tmp_path))
   assert config.gated == (feed_forward == 'gated-gelu')
@@ -63,6 +70,7 @@ def test_flax_t5_encoder_equals_pytorch(tmp_path, feed_forward):
 
 
 def test_relative_position_buckets_match_the_reference():
+  torch, _ = _reference()
   from transformers.models.t5 import modeling_t5
   offsets = np.arange(-300, 301)
   expected = modeling_t5.T5Attention._relative_position_bucket(  # pylint: disable=protected-access
@@ -76,6 +84,7 @@ def test_relative_position_buckets_match_the_reference():
 def test_bfloat16_and_sharded_safetensors_load(tmp_path):
   """bfloat16 tensors are widened to float32; a sharded checkpoint (index
   + shards) reads like a single file."""
+  torch, _ = _reference()
   model = _tiny_checkpoint(str(tmp_path / 'bf16'), dtype=torch.bfloat16)
   tensors = weight_files.load_safetensors(
       str(tmp_path / 'bf16' / 'model.safetensors'))

@@ -20,7 +20,13 @@ Two options for short (CPU) budgets, off in the paper configs:
 `t_sampling='logit_normal'` draws t/T from a logit-normal (mean, std) instead
 of uniformly (Esser et al. 2024), and `loss_weighting='min_snr'` weights each
 example by min(SNR, gamma) / (SNR + 1), the Min-SNR-gamma weight for
-v-prediction (Hang et al. 2023).
+v-prediction (Hang et al. 2023). `loss_weighting='eps'` weights the v-MSE by
+SNR / (SNR + 1) = alpha_t^2, which is the eps-MSE of the same prediction:
+v-prediction's plain MSE weights the x0 error by SNR + 1 and so spends most of
+its gradient at low SNR, where a small latent's outline is gone (issue 29's
+swap table: the weight, not the schedule or zero terminal SNR, decides whether
+the sprites' shapes are learned). The model still outputs v, so sampling from
+pure noise at zero terminal SNR stays well defined.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class ObjectiveConfig:
   t_sampling: str = 'uniform'  # or 'logit_normal'
   t_logit_mean: float = 0.0
   t_logit_std: float = 1.0
-  loss_weighting: str = 'none'  # or 'min_snr'
+  loss_weighting: str = 'none'  # or 'min_snr', 'eps'
   min_snr_gamma: float = 5.0
   text_dropout: float = 0.1  # text tokens all masked (guidance)
   sr_noise_max: float = 0.3  # t_sr ~ U(0, sr_noise_max) (SR stages)
@@ -95,7 +101,7 @@ class ObjectiveConfig:
 
 T_SAMPLINGS = ('uniform', 'logit_normal')
 FRAME_COND_MODES = ('predict', 'image', 'interpolate')
-LOSS_WEIGHTINGS = ('none', 'min_snr')
+LOSS_WEIGHTINGS = ('none', 'min_snr', 'eps')
 
 
 def sample_steps(rng: jax.Array, batch: int | tuple, num_steps: int,
@@ -115,6 +121,8 @@ def loss_weight(alpha: jax.Array, sigma: jax.Array, c: ObjectiveConfig
   """Per-example weight `[b]` of the v-MSE (1 for the paper's loss)."""
   if c.loss_weighting == 'none':
     return jnp.ones_like(alpha)
+  if c.loss_weighting == 'eps':  # SNR / (SNR + 1), exact at sigma = 0 too
+    return jnp.square(alpha) / (jnp.square(alpha) + jnp.square(sigma))
   snr = jnp.square(alpha) / jnp.maximum(jnp.square(sigma), 1e-12)
   return jnp.minimum(snr, c.min_snr_gamma) / (snr + 1.0)
 
