@@ -23,10 +23,11 @@ example by min(SNR, gamma) / (SNR + 1), the Min-SNR-gamma weight for
 v-prediction (Hang et al. 2023). `loss_weighting='eps'` weights the v-MSE by
 SNR / (SNR + 1) = alpha_t^2, which is the eps-MSE of the same prediction:
 v-prediction's plain MSE weights the x0 error by SNR + 1 and so spends most of
-its gradient at low SNR, where a small latent's outline is gone (issue 29's
-swap table: the weight, not the schedule or zero terminal SNR, decides whether
-the sprites' shapes are learned). The model still outputs v, so sampling from
-pure noise at zero terminal SNR stays well defined.
+its gradient at low SNR, where a small image's outline is gone. In a pixel
+U-Net on 32x32 sprites this weight, not the schedule or the spacing, turned
+blobs into outlines; in walt's quick latent model it has not yet (WORKSPACE,
+"Why the sprites models draw blobs"). The model still outputs v, so sampling
+from pure noise at zero terminal SNR stays well defined.
 """
 
 from __future__ import annotations
