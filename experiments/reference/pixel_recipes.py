@@ -2,8 +2,8 @@ r"""A trusted pixel-space reference beside W.A.L.T's diffusion recipe.
 
 Trains diffusers' `UNet2DModel` (widths 32/64/64, attention at 8x8) class-
 conditionally on single 32x32 frames of moving_sprites for a budget of images
-seen (`--train_images`), then samples every class with diffusers' `DDIMScheduler` + classifier-free guidance
-and scores the samples with the moving_sprites oracle. One recipe piece at a
+seen (`--train_images`), then samples every class with diffusers'
+`DDIMScheduler` + classifier-free guidance and scores the samples with the moving_sprites oracle. One recipe piece at a
 time is switched by flags, so the swap table of issue 29 is one command per row:
 
     python experiments/reference/pixel_recipes.py --out=/tmp/ref/A \
