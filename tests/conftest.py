@@ -84,6 +84,24 @@ def trained(sprites_data_dir, tokenizer_dir, tmp_path_factory):
   return workdir, config, denoiser_trainer.run(config, workdir)
 
 
+@pytest.fixture(scope='session')
+def stages(sprites_data_dir, tokenizer_dir, tmp_path_factory):
+  """{stage: (workdir, config)} of the trained tiny base and SR cascade stages
+  (tests/test_cascade.py's configs), trained once for every module using them."""
+  from tests.test_cascade import _config as cascade_config
+  from walt.train import denoiser_trainer
+  out = {}
+  for stage in ('base', 'sr'):
+    root = tmp_path_factory.mktemp(f'cascade_{stage}')
+    config = cascade_config(stage, sprites_data_dir, tokenizer_dir,
+                            str(root / 'cache'))
+    workdir = str(root / 'run')
+    denoiser_trainer.run(config, workdir, mode='cache_latents')
+    denoiser_trainer.run(config, workdir)
+    out[stage] = (workdir, config)
+  return out
+
+
 _COUNTERS = []  # active CompileCounters
 
 

@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -56,6 +58,56 @@ def _psnr(x, y):
   mse = np.mean((unit(x) - unit(y)) ** 2, axis=(2, 3, 4))
   return float(np.mean(np.minimum(-10 * np.log10(np.maximum(mse, 1e-10)),
                                   100.0)))
+
+
+def ssim_per_clip(x, y):
+  """scikit-image's SSIM (11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 =
+  0.03, population statistics, per channel) per frame on [0, 1] (clipped),
+  averaged over frames: `[n]`."""
+  from skimage.metrics import structural_similarity
+  unit = lambda a: (np.clip(np.asarray(a, np.float64), -1, 1) + 1) / 2
+  return np.asarray([np.mean([structural_similarity(
+      unit(a), unit(b), gaussian_weights=True, sigma=1.5,
+      use_sample_covariance=False, data_range=1.0, channel_axis=-1)
+      for a, b in zip(u, v)]) for u, v in zip(x, y)])
+
+
+def _ssim(x, y):
+  """`ssim_per_clip` averaged over clips."""
+  return float(np.mean(ssim_per_clip(x, y)))
+
+
+def _frechet_sqrtm(a, b):
+  """Frechet distance of feature sets `a` `[n1, d]`, `b` `[n2, d]` with
+  `scipy.linalg.sqrtm` (the pytorch-fid formula; ddof=1 covariances). With
+  n << d both covariances live in the span of the centred features, so they
+  are taken in an orthonormal basis of it (tr sqrt(S1 S2) is unchanged; a
+  d x d sqrtm takes minutes here)."""
+  import scipy.linalg
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  ca, cb = a - a.mean(0), b - b.mean(0)
+  q, _ = np.linalg.qr(np.concatenate([ca, cb]).T)
+  s1 = np.cov(ca @ q, rowvar=False)
+  s2 = np.cov(cb @ q, rowvar=False)
+  with warnings.catch_warnings():  # singular: rank n - 1 < k
+    warnings.simplefilter('ignore')
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+  diff = a.mean(0) - b.mean(0)
+  return float(diff @ diff + np.trace(s1) + np.trace(s2)
+               - 2 * np.trace(covmean).real)
+
+
+def _inception_score(logits, splits):
+  """exp(E_x KL(p(y|x) || p(y))) averaged over `splits` equal consecutive
+  splits, with scipy's softmax and relative entropy."""
+  import scipy.special
+  import scipy.stats
+  scores = []
+  for part in np.split(scipy.special.softmax(
+      np.asarray(logits, np.float64), axis=1), splits):
+    py = part.mean(0)
+    scores.append(np.exp(np.mean([scipy.stats.entropy(p, py) for p in part])))
+  return float(np.mean(scores))
 
 
 def _real_clips(c, frames, n):
@@ -107,6 +159,10 @@ def sprites_eval_config(generator, data_dir, dataset):
 
 
 def test_sprites_eval_job(trained, sprites_data_dir, tmp_path, monkeypatch):
+  """The sprites eval job's scores, recomputed from the samples it drew and
+  the real clips (numpy PSNR, scikit-image SSIM, the oracle, an SVD Frechet
+  distance). Catches a score of the wrong frames or arrays, e.g. an SSIM
+  that is not the standard Gaussian-window SSIM of the predicted frames."""
   generator, config, _ = trained
   c = sprites_eval_config(generator, sprites_data_dir, config.data.name)
   # Every input is there (the generator's own tokenizer included).
@@ -138,8 +194,10 @@ def test_sprites_eval_job(trained, sprites_data_dir, tmp_path, monkeypatch):
       _psnr(np.repeat(real[:, :1], 4, axis=1), real[:, 1:]), abs=1e-3)
   assert m['prediction_psnr'] != pytest.approx(m['copy_last_frame_psnr'],
                                                abs=1e-3)
-  for key in ('prediction_ssim', 'copy_last_frame_ssim'):
-    assert 0 < m[key] < 1, key
+  assert m['prediction_ssim'] == pytest.approx(
+      _ssim(predicted[:, 1:], real[:, 1:]), abs=1e-4)
+  assert m['copy_last_frame_ssim'] == pytest.approx(
+      _ssim(np.repeat(real[:, :1], 4, axis=1), real[:, 1:]), abs=1e-4)
   # fvd_sprites: the Frechet distance between the sprites network's
   # features of the 16 samples and of the first 16 real clips.
   params = sprites_features.random_params(0)
@@ -196,7 +254,8 @@ def test_sprites_prediction_and_interpolation_scores(nine_frame_generator,
                                                      tmp_path, monkeypatch):
   """The `prediction` variant's metrics on a 9-frame model trained with
   frame conditioning; baselines scored on the same frames (all recomputed
-  here from the job's samples and the real clips)."""
+  here from the job's samples and the real clips). Catches a PSNR or SSIM
+  (scikit-image's here) of other frames than the ones not given."""
   c = _eval_config('sprites', nine_frame_generator, sprites_data_dir,
                    NINE_FRAMES, num_samples=8, batch_size=8, cond_frames=5,
                    eval_frames=9, interpolate=True)
@@ -225,8 +284,15 @@ def test_sprites_prediction_and_interpolation_scores(nine_frame_generator,
   assert len({round(m[k], 3) for k in (
       'prediction_psnr', 'copy_last_frame_psnr', 'interpolation_psnr',
       'linear_blend_psnr')}) == 4
-  for key in ('prediction_ssim', 'interpolation_ssim', 'linear_blend_ssim'):
-    assert 0 < m[key] < 1, key
+  # SSIM: scikit-image's on the same frames.
+  assert m['prediction_ssim'] == pytest.approx(
+      _ssim(predicted[:, 5:], real[:, 5:]), abs=1e-4)
+  assert m['copy_last_frame_ssim'] == pytest.approx(
+      _ssim(np.repeat(real[:, 4:5], 4, axis=1), real[:, 5:]), abs=1e-4)
+  assert m['interpolation_ssim'] == pytest.approx(
+      _ssim(interpolated[:, 1:5], real[:, 1:5]), abs=1e-4)
+  assert m['linear_blend_ssim'] == pytest.approx(
+      _ssim(blend, real[:, 1:5]), abs=1e-4)
   assert p['predicted_frames'] == 4
   assert p['frame_conditioning'] == "the model's frame channels"
   assert 'frames 1..4 scored' in p['interpolation']
@@ -252,11 +318,32 @@ def test_eval_sampler_takes_per_condition_guidance():
   assert tasks.sampler_protocol(c)['guidance_frames'] == 2.0
 
 
+def _record_predictions(monkeypatch):
+  """Records the videos `Generator.sample` returns (the frame-prediction
+  task calls it directly): a list of `[b, T, H, W, 3]`."""
+  from walt.inference import generator as generator_lib
+  calls = []
+  original = generator_lib.Generator.sample
+
+  def sample(self, *args, **kwargs):
+    videos = original(self, *args, **kwargs)
+    calls.append(np.asarray(videos))
+    return videos
+  monkeypatch.setattr(generator_lib.Generator, 'sample', sample)
+  return calls
+
+
 # Both need the 9-frame generator (a fixture of its own): CI runs them.
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['ucf101', 'k600_frame_prediction'])
 def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
-                       tmp_path):
+                       tmp_path, monkeypatch):
+  """The FVD tasks' protocol, and each repeat's FVD recomputed here: the
+  (random) I3D's features of the samples the job drew and of the first real
+  clips, read here, and the Frechet distance with scipy's sqrtm. Catches an
+  FVD of the wrong sets (other real clips, frames, a stale repeat) or a
+  wrong Frechet distance."""
+  from walt.evaluation import i3d
   extra = {'cond_frames': 5} if name == 'k600_frame_prediction' else {}
   c = _eval_config(name, nine_frame_generator, sprites_data_dir, NINE_FRAMES,
                    num_samples=4, batch_size=8, repeats=2, eval_frames=9,
@@ -264,6 +351,10 @@ def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
   c.unlock()
   c.features.weights = 'random:0'
   c.lock()
+  if name == 'ucf101':
+    samples = _record_samples(monkeypatch)
+  else:
+    predictions = _record_predictions(monkeypatch)
   eval_job.run(c, str(tmp_path))
   r = _results(str(tmp_path), 2)
   m, p = r['metrics'], r['protocol']
@@ -274,37 +365,64 @@ def test_fvd_eval_jobs(name, nine_frame_generator, sprites_data_dir,
   assert len(fvds) == 2 and fvds[0] != pytest.approx(fvds[1], rel=1e-6)
   assert m['fvd'] == pytest.approx(np.mean(fvds))
   assert m['fvd_std'] == pytest.approx(np.std(fvds))
+  fakes = ([v for _, _, v in samples] if name == 'ucf101' else predictions)
+  assert [len(v) for v in fakes] == [4, 4]  # one call per repeat
+  real, _ = _real_clips(c, 9, 4)
+  features = jax.jit(i3d.fvd_features)
+  params = i3d.random_params(0)
+  real_features = features(params, real)
+  for fake, fvd in zip(fakes, fvds):
+    assert fvd == pytest.approx(
+        _frechet_sqrtm(real_features, features(params, fake[:, :9])),
+        rel=1e-4)
   for key in ('feature_network', 'resize', 'value_range', 'frames',
               'frame_stride', 'split', 'repeats', 'sampler', 'steps',
               'guidance'):
     assert key in p, key
   assert p['frames'] == 9 and 'RANDOM' in p['warning']
   if name == 'ucf101':
-    # 4 samples a repeat make 4 splits of one sample: p(y) = p(y|x) in
-    # each, so IS is exactly 1 (the real IS is in test_evaluation_stats).
-    assert p['is_per_repeat'] == pytest.approx([1.0, 1.0], abs=1e-9)
+    # 4 samples a repeat make 4 one-sample IS splits (IS = 1 by
+    # construction): IS is checked in test_imagenet_eval_job.
+    assert len(p['is_per_repeat']) == 2
   else:
     assert p['cond_frames'] == 5 and p['predicted_frames'] == 4
 
 
 @pytest.mark.slow
-def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path):
+def test_imagenet_eval_job(sprites_data_dir, tokenizer_dir, tmp_path,
+                           monkeypatch):
+  """FID and IS of 20 class-conditional samples (10 IS splits of 2),
+  recomputed here with the (random) Inception's features and logits of the
+  samples the job drew and of the first 20 real images, scipy's sqrtm and
+  scipy's relative entropy. Catches an FID of the wrong sets or a wrong
+  Frechet distance, and an IS of wrong splits or a wrong formula."""
+  from walt.evaluation import inception
   generator = _train(sprites_data_dir, tokenizer_dir, str(tmp_path / 'gen1'),
                      'moving_sprites/5x32x32', 1)
   c = _eval_config('imagenet', generator, sprites_data_dir,
-                   'moving_sprites/5x32x32', num_samples=8, batch_size=8)
+                   'moving_sprites/5x32x32', num_samples=20, batch_size=8)
   c.unlock()
   c.features.weights = 'random:0'
   c.reference.stats = ''  # statistics of the real validation images
   c.lock()
+  samples = _record_samples(monkeypatch)
   eval_job.run(c, str(tmp_path / 'eval'))
   r = _results(str(tmp_path / 'eval'), 2)
-  # 8 one-image IS splits: exactly 1; FID of samples against real images
-  # (the FID path itself: test_fid_and_fvd_of_real_clips_are_zero).
-  assert r['metrics']['is'] == pytest.approx(1.0, abs=1e-9)
-  assert r['metrics']['fid'] > 0
+  m = r['metrics']
+  [(seed, given, videos)] = samples
+  assert (seed, given, videos.shape) == (0, False, (20, 1, 32, 32, 3))
+  real, _ = _real_clips(c, 1, 20)
+  features = jax.jit(inception.features)
+  params = inception.random_params(0)
+  real_pool, _ = features(params, real[:, 0])
+  pool, logits = features(params, videos[:, 0])
+  assert m['fid'] == pytest.approx(_frechet_sqrtm(real_pool, pool), rel=1e-4)
+  assert r['protocol']['is_splits'] == 10
+  assert m['is'] == pytest.approx(_inception_score(logits, 10), rel=1e-4)
+  assert m['is'] > 1.0 + 1e-6  # two samples a split: not 1 by construction
   with np.load(r['protocol']['samples_npz'], allow_pickle=False) as f:
-    assert f['arr_0'].shape == (8, 32, 32, 3) and f['arr_0'].dtype == np.uint8
+    np.testing.assert_array_equal(f['arr_0'], video_ops.to_uint8(videos[:, 0]))
+    np.testing.assert_array_equal(f['labels'], np.arange(20) % 12)
 
 
 def _fake_generator(monkeypatch, c, frames, noise_by_seed):
@@ -357,8 +475,14 @@ def test_fid_and_fvd_of_real_clips_are_zero(sprites_data_dir, monkeypatch,
 
 @pytest.mark.slow
 def test_sprites_features_separate_real_from_noise(sprites_data_dir):
-  """fvd_sprites' network: two halves of the real data are closer to each
-  other than real clips are to noise, and a short training run learns."""
+  """fvd_sprites' network, after a short training run, sees the sprites'
+  colours (the class it is trained on): clips with their colour channels
+  rotated (red sprites turn blue, ...) are far from the real clips in
+  Frechet distance, >4x the distance between two halves of the real data,
+  where random weights (the control) measure about 1x. Catches features
+  that do not come from the trained weights (a random network, as a
+  weight-loading slip would give) and a training run that learns nothing;
+  any network, random ones too, separates clips from uniform noise."""
   from walt.data import pipeline
   from walt.evaluation import sprites_features, stats
   params, accs = sprites_features.train(sprites_data_dir, 'moving_sprites/5x32x32',
@@ -372,11 +496,25 @@ def test_sprites_features_separate_real_from_noise(sprites_data_dir):
   real = np.concatenate([b['video'] for b in pipeline.make_dataset(
       spec, global_batch_size=32, seed=0)])[:64]
   noise = np.random.default_rng(0).uniform(-1, 1, real.shape).astype(np.float32)
-  feats = lambda x: np.asarray(sprites_features.features(params, x)[0])
-  s = lambda x: stats.FeatureStats(sprites_features.FEATURE_DIM).add(feats(x))
-  real_real = stats.stats_frechet_distance(s(real[:32]), s(real[32:]))
-  real_noise = stats.stats_frechet_distance(s(real[:32]), s(noise[32:]))
+  recoloured = real[..., [1, 2, 0]]
+
+  def distances(weights):
+    """FD(real, real), FD(real, recoloured), FD(real, noise): disjoint
+    halves of the 64 validation clips."""
+    feats = lambda x: np.asarray(sprites_features.features(weights, x)[0])
+    s = lambda x: stats.FeatureStats(sprites_features.FEATURE_DIM).add(
+        feats(x))
+    first = s(real[:32])
+    return [stats.stats_frechet_distance(first, s(x[32:]))
+            for x in (real, recoloured, noise)]
+
+  real_real, real_recoloured, real_noise = distances(params)
   assert real_real < real_noise
+  assert real_recoloured > 4 * real_real, (real_real, real_recoloured)
+  control_real, control_recoloured, _ = distances(
+      sprites_features.random_params(0))
+  assert control_recoloured < 2 * control_real, (control_real,
+                                                 control_recoloured)
 
 
 def test_eval_preflight_knows_what_each_task_reads(tmp_path):

@@ -296,11 +296,30 @@ def test_inception_converter_round_trips_torch_reference(tmp_path):
 # ------------------------------------------------------------ shapes and files
 
 
+def _i3d_param_count():
+  """I3D (RGB) parameters in closed form from the DeepMind kinetics-i3d
+  architecture (this file's `_I3D_MIXED` table): Sonnet units hold a conv
+  kernel without bias and a batch norm with beta, moving mean and moving
+  variance (no gamma); 400 logits from a 1x1x1 conv with bias. About the
+  paper's 12M (Carreira & Zisserman 2017, Table 1)."""
+  unit = lambda cin, out, k=1: k * cin * out + 3 * out
+  n = unit(3, 64, 7 ** 3) + unit(64, 64) + unit(64, 192, 3 ** 3)
+  cin = 192
+  for b0, b1a, b1b, b2a, b2b, b3 in _I3D_MIXED.values():  # in order
+    n += (unit(cin, b0) + unit(cin, b1a) + unit(b1a, b1b, 27)
+          + unit(cin, b2a) + unit(b2a, b2b, 27) + unit(cin, b3))
+    cin = b0 + b1b + b2b + b3
+  return n + cin * 400 + 400
+
+
 @pytest.mark.slow
 def test_i3d_shapes_and_values():
+  """I3D's parameter count against the closed-form count of the published
+  architecture, output shapes, and an all-zero network's output. Catches
+  a layer of the wrong size (a channel table typo)."""
   shapes = i3d.param_shapes()
   n = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
-  assert n == 12_704_544  # Inception-v1 I3D (RGB) with 400 logits
+  assert n == _i3d_param_count() == 12_704_544
   # The time axis: 16 frames (the FVD clips) and 9 (the minimum) both map to
   # one averaged 400-d vector; fewer frames or another size are refused.
   out = jax.eval_shape(i3d.I3D().apply, {'params': shapes},
@@ -318,10 +337,25 @@ def test_i3d_shapes_and_values():
 
 
 def test_inception_shapes():
+  """InceptionV3's parameter count (with batch-norm statistics) against
+  the torch reference in this file, itself checked against torchvision's
+  published count of inception_v3 (27,161,264 parameters with the aux
+  head and 1000 logits: IMAGENET1K_V1's num_params) less the aux head,
+  with 1008 logits. Catches a layer of the wrong size (a channel table
+  typo) or a missing or extra parameter."""
+  torch = pytest.importorskip('torch')
+  with torch.device('meta'):  # shapes only: no allocation, no init
+    net = _torch_fid_inception()()
+  params = sum(p.numel() for p in net.parameters())
+  aux = ((768 * 128 + 2 * 128)  # InceptionAux conv0: 1x1 conv + BN
+         + (128 * 768 * 25 + 2 * 768)  # conv1: 5x5 conv + BN
+         + (768 * 1000 + 1000))  # fc
+  assert params == 27_161_264 - aux + 8 * (2048 + 1)  # 1008 logits
+  bn_stats = 2 * sum(m.num_features for m in net.modules()
+                     if isinstance(m, torch.nn.BatchNorm2d))
   shapes = inception.param_shapes()
   n = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
-  # torchvision inception_v3 (no aux head) with 1008 logits and BN stats.
-  assert n == 23_885_392
+  assert n == params + bn_stats == 23_885_392
   pool, logits = jax.eval_shape(
       inception.features, shapes,
       jax.ShapeDtypeStruct((5, 32, 32, 3), jnp.float32))

@@ -145,10 +145,43 @@ def test_batch_must_divide_the_batch_sharding(sprites_data_dir):
                            global_batch_size=12, seed=0)
 
 
+def _windows(stored, frames, height, width):
+  """Every `[frames, height, width, 3]` window of a stored uint8 clip, as
+  [-1, 1] floats: `{(start, top, left): window}`."""
+  t, h, w, _ = stored.shape
+  return {(s, i, j): stored[s:s + frames, i:i + height, j:j + width].astype(
+      np.float32) / 127.5 - 1 for s in range(t - frames + 1)
+          for i in range(h - height + 1) for j in range(w - width + 1)}
+
+
 def test_crop_from_a_larger_stored_clip(sprites_data_dir):
+  """Batches against the stored clips' pixels (found by the batch's
+  `record`): a 16x16 resolution from 32x32 clips is the 2x2 box average of
+  some frame (rounded to uint8); a 16x16 crop is a window of the clip,
+  the centred one without random crops. Catches a resize or crop that
+  moves, mixes or rescales pixels (or reads another record)."""
+  source = pipeline.data_source(_spec(sprites_data_dir))
   spec = _spec(sprites_data_dir, frames=1, resolution=(16, 16))
   batch = pipeline.make_dataset(spec, global_batch_size=4, seed=0)[0]
   assert batch['video'].shape == (4, 1, 16, 16, 3)
+  for video, record in zip(batch['video'], batch['record'][:, 0]):
+    stored = np.asarray(source[int(record)]['video'])
+    box = stored.astype(np.float64).reshape(5, 16, 2, 16, 2, 3).mean((2, 4))
+    box = np.round(box) / 127.5 - 1
+    assert any(np.allclose(video[0], frame, atol=1e-6) for frame in box), (
+        record)
+  for random_crop in (True, False):
+    spec = _spec(sprites_data_dir, frames=2, crop=(16, 16),
+                 random_crop=random_crop)
+    batch = pipeline.make_dataset(spec, global_batch_size=4, seed=0)[0]
+    assert batch['video'].shape == (4, 2, 16, 16, 3)
+    for video, record in zip(batch['video'], batch['record'][:, 0]):
+      windows = _windows(np.asarray(source[int(record)]['video']), 2, 16, 16)
+      found = [k for k, v in windows.items()
+               if np.allclose(video, v, atol=1e-6)]
+      assert found, (random_crop, record)
+      if not random_crop:  # the first frames, centred
+        assert (0, 8, 8) in found, found
 
 
 # ---------------------------------------------------------------- bad records

@@ -6,6 +6,7 @@ import csv
 import os
 
 import imageio_ffmpeg
+import jax
 import mediapy
 import numpy as np
 import pytest
@@ -17,12 +18,45 @@ mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _video(path, frames, seed, h=40, w=56):
+  """Writes random 8x8 colour blocks moving one block right per frame."""
   rng = np.random.default_rng(seed)
-  base = rng.integers(0, 255, (1, h // 8, w // 8, 3)).astype(np.uint8)
-  v = np.repeat(np.repeat(np.repeat(base, frames, 0), 8, 1), 8, 2)
+  base = rng.integers(0, 255, (h // 8, w // 8, 3)).astype(np.uint8)
+  v = np.stack([np.roll(base, k, axis=1) for k in range(frames)])
+  v = np.repeat(np.repeat(v, 8, 1), 8, 2)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   mediapy.write_video(path, v, fps=10)
+  SOURCES[str(path)] = v
   return v
+
+
+SOURCES = {}  # path -> the frames written there
+
+
+def _scaled_and_cropped(frames, size=32):
+  """uint8 `[t, h, w, 3]` scaled so the short side is `size` (JAX's
+  antialiased bicubic, not the builder's PIL), centre-cropped, rounded."""
+  t, h, w, _ = frames.shape
+  scale = size / min(h, w)
+  hh, ww = round(h * scale), round(w * scale)
+  out = np.asarray(jax.image.resize(np.asarray(frames, np.float32),
+                                    (t, hh, ww, 3), 'bicubic',
+                                    antialias=True))
+  top, left = (hh - size) // 2, (ww - size) // 2
+  return np.clip(np.round(out), 0, 255)[:, top:top + size, left:left + size]
+
+
+def _assert_clip_from(clip, path, frames=5):
+  """A builder example's clip against the first `frames` frames of the
+  video at `path`: decoded here, they differ from the clip only by the two
+  resamplers' rounding (0.1 levels on average; up to 7 where PIL clamps
+  its 8-bit pass between the two axes at a block edge); the pixels written
+  there, by the codec too (~3 levels on average)."""
+  clip = np.asarray(clip, np.float64)
+  decoded = _scaled_and_cropped(np.asarray(mediapy.read_video(path))[:frames])
+  err = np.abs(clip - decoded)
+  assert err.max() <= 10 and err.mean() < 0.5, (path, err.max(), err.mean())
+  written = _scaled_and_cropped(SOURCES[str(path)][:frames])
+  assert np.abs(clip - written).mean() < 5, path
 
 
 def _read(name, data_dir, split):
@@ -33,6 +67,9 @@ def _read(name, data_dir, split):
 
 
 def test_ucf101_builder(tmp_path):
+  """Splits, labels and skips of the UCF-101 layout; every clip is the
+  first 5 frames of its video, scaled and centre-cropped. Catches clips
+  from the wrong frames, video or window, or with the wrong resampling."""
   manual = tmp_path / 'manual'
   classes = ['ApplyEyeMakeup', 'Basketball']
   lists = manual / 'ucfTrainTestlist'
@@ -63,10 +100,19 @@ def test_ucf101_builder(tmp_path):
   assert labels == [0, 0, 1, 1]
   ex = source[0]
   assert ex['video'].shape == (5, 32, 32, 3) and ex['video'].dtype == np.uint8
-  assert len(_read('ucf101/5x32x32', str(tmp_path / 'data'), 'test')) == 2
+  test_source = _read('ucf101/5x32x32', str(tmp_path / 'data'), 'test')
+  assert len(test_source) == 2
+  for src in (source, test_source):
+    for i in range(len(src)):
+      rel = str(src[i]['video_id'], 'utf-8')
+      assert int(src[i]['label']) == classes.index(rel.split('/')[0])
+      _assert_clip_from(src[i]['video'], str(manual / 'UCF-101' / rel))
 
 
 def test_kinetics600_builder_and_missing_manual_dir(tmp_path):
+  """Kinetics CSVs and clips: labels, skips, and each split's clip the
+  first frames of its file, scaled and centre-cropped (catches clips
+  from the wrong file, frames or window); no manual dir: what to do."""
   root = tmp_path / 'manual' / 'kinetics600'
   rows = {'train': [('abseiling', 'aaa', 0, 10), ('zumba', 'bbb', 5, 15),
                     ('zumba', 'ccc', 0, 10)],
@@ -93,8 +139,15 @@ def test_kinetics600_builder_and_missing_manual_dir(tmp_path):
       'missing': 1, 'unreadable': 0, 'too_short': 1}
   train = _read('kinetics600/5x32x32', data_dir, 'train')
   assert len(train) == 1 and int(train[0]['label']) == 0
+  _assert_clip_from(train[0]['video'],
+                    str(root / 'train' / 'abseiling' / 'aaa_000000_000010.mp4'))
   test = _read('kinetics600/5x32x32', data_dir, 'test')
   assert len(test) == 1 and int(test[0]['label']) == -1
+  _assert_clip_from(test[0]['video'],
+                    str(root / 'test' / 'eee_000000_000010.mp4'))
+  validation = _read('kinetics600/5x32x32', data_dir, 'validation')
+  _assert_clip_from(validation[0]['video'],
+                    str(root / 'validate' / 'ddd_000001_000011.mp4'))
   with pytest.raises(FileNotFoundError, match='cannot download'):
     build.ensure_built('kinetics600/5x32x32', str(tmp_path / 'other'),
                        str(tmp_path / 'nowhere'))
@@ -131,6 +184,9 @@ def test_imagenet_folder_builder(tmp_path):
 
 
 def test_webvideo_builder_keeps_captions_and_counts_skips(tmp_path):
+  """Captions and skips of a path,caption collection; each clip is its
+  caption's video (first frames, scaled, centre-cropped). Catches clips
+  paired with another row's caption or cut from the wrong frames."""
   manual = tmp_path / 'manual'
   rows = [('clips/a.mp4', 'a dog runs on the beach', 6),
           ('clips/b.mp4', 'waves, "crashing" at night', 7),
@@ -158,6 +214,11 @@ def test_webvideo_builder_keeps_captions_and_counts_skips(tmp_path):
                for i in range(len(train)))
   assert got == ['a dog runs on the beach', 'waves, "crashing" at night']
   assert train[0]['video'].shape == (5, 32, 32, 3)
+  for i in range(len(train)):  # each clip from its caption's file
+    caption = train[i]['caption']
+    caption = str(caption, 'utf-8') if isinstance(caption, bytes) else caption
+    rel = next(r for r, c, _ in rows if c == caption)
+    _assert_clip_from(train[i]['video'], str(manual / rel))
   assert len(_read('webvideo/5x32x32', data_dir, 'validation')) == 1
   (manual / 'train.csv').write_text('file,text\nclips/a.mp4,x\n')
   with pytest.raises(ValueError, match='expected a header with path,caption'):

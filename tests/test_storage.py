@@ -71,23 +71,53 @@ def test_append_file_keeps_earlier_lines_across_reopen(root):
 
 
 def test_metric_logger_writes_jsonl_tensorboard_and_videos_to_gcs(
-    gcs_emulator):
+    gcs_emulator, tmp_path):
+  """metrics.jsonl, TensorBoard and sample videos in the bucket; the event
+  file read back with TensorFlow's own event reader: every scalar at its
+  step and value, the frame grid as a PNG image. Catches event records
+  TensorBoard cannot read (a truncated or re-framed file) and scalars or
+  images logged at the wrong step or with the wrong values."""
   del gcs_emulator
   from walt.train import metrics as metrics_lib
   workdir = f'gs://{GCS_BUCKET}/logger'
   logger = metrics_lib.MetricLogger(workdir, total_steps=3)
   for step in (1, 2, 3):
     logger.log(step, {'loss': 1.0 / step})
-  videos = np.zeros((2, 3, 8, 8, 3), np.uint8)
+  logger.log(3, {'psnr': 21.5}, prefix='eval/')
+  videos = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8, 3),
+                                             dtype=np.uint8)
   paths = logger.videos(3, 'samples', videos)
   logger.close()
   rows = [json.loads(line) for line in storage.read_text(
       storage.join(workdir, 'metrics.jsonl')).splitlines()]
-  assert [r['step'] for r in rows] == [1, 2, 3] and rows[1]['loss'] == 0.5
+  assert [r['step'] for r in rows] == [1, 2, 3, 3] and rows[1]['loss'] == 0.5
+  assert rows[3] == {'step': 3, 'eval/psnr': 21.5}
   events = storage.listdir(storage.join(workdir, 'tensorboard'))
   assert len(events) == 1 and events[0].startswith('events.out.tfevents')
-  data = storage.read_bytes(storage.join(workdir, 'tensorboard', events[0]))
-  assert b'loss' in data and b'samples' in data  # the scalar and the grid
+  local = tmp_path / events[0]
+  local.write_bytes(storage.read_bytes(storage.join(workdir, 'tensorboard',
+                                                    events[0])))
+  tf = pytest.importorskip('tensorflow')
+  scalars, images = {}, {}
+  for event in tf.compat.v1.train.summary_iterator(str(local)):
+    for value in event.summary.value:
+      if value.HasField('image'):
+        images[(value.tag, event.step)] = tf.io.decode_png(
+            value.image.encoded_image_string).numpy()
+      else:
+        scalars.setdefault(value.tag, []).append(
+            (event.step, value.simple_value))
+  assert scalars['loss'] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+  assert scalars['eval/psnr'] == [(3, 21.5)]
+  assert [s for s, _ in scalars['steps_per_sec']] == [1, 2, 3]
+  assert set(scalars) == {'loss', 'eval/psnr', 'steps_per_sec'}
+  # The grid: a row per video, its frames left to right.
+  [(key, grid)] = images.items()
+  assert key == ('samples', 3) and grid.shape == (16, 24, 3)
+  for i in range(2):
+    for j in range(3):
+      np.testing.assert_array_equal(
+          grid[8 * i:8 * i + 8, 8 * j:8 * j + 8], videos[i, j])
   assert all(p.startswith(workdir) and storage.exists(p) for p in paths)
   assert media.read_video(paths[0]).shape == (3, 8, 8, 3)
 

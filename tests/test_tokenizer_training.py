@@ -141,16 +141,23 @@ def preemption_config(data_dir, total_steps):
 
 def test_preempted_job_saves_exits_0_and_resumes_exactly(
     sprites_data_dir, uninterrupted, tmp_path):
-  """SIGTERM at whatever step the job is on: it saves that step and exits
-  0; the same command then finishes the run as if nothing happened."""
+  """SIGTERM at whatever step the job is on (once it reached a step drawn
+  from a seed, WALT_TEST_SEED or a fresh one, named in every failure so
+  the draw can be repeated): it saves that step and exits 0; the same
+  command then finishes the run as if nothing happened. Catches a
+  preempted job that saves another step than the one it reached, exits
+  non-zero, or resumes into another state than the uninterrupted run's."""
   workdir = str(tmp_path)
+  seed = int(os.environ.get('WALT_TEST_SEED') or
+             np.random.SeedSequence().entropy % (1 << 32))
+  target = int(np.random.default_rng(seed).integers(2, 14))
+  why = f'SIGTERM once step {target} was logged (WALT_TEST_SEED={seed})'
   env = dict(os.environ, PYTHONPATH=ROOT,
              WALT_TEST_XLA_CACHE=jax.config.jax_compilation_cache_dir or '')
   proc = subprocess.Popen(
       [sys.executable, '-m', 'tests.preemption_worker', sprites_data_dir,
        workdir, '30'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
-  target = int(np.random.default_rng().integers(2, 14))
   deadline = time.time() + 600
   metrics = os.path.join(workdir, 'metrics.jsonl')
   while time.time() < deadline and proc.poll() is None:
@@ -158,20 +165,23 @@ def test_preempted_job_saves_exits_0_and_resumes_exactly(
         r.get('step', 0) >= target for r in _metrics(workdir)):
       break
     time.sleep(0.2)
-  assert proc.poll() is None, proc.communicate()[0][-3000:]
+  assert proc.poll() is None, (why, proc.communicate()[0][-3000:])
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=300)[0]
-  assert proc.returncode == 0, out[-3000:]
+  assert proc.returncode == 0, (why, out[-3000:])
   config = preemption_config(sprites_data_dir, 30)
   saved = int(_restore(config, workdir).step)
-  assert target <= saved < 30, (target, saved)
-  assert f'preempted: saved step {saved}' in out
+  assert target <= saved < 30, (why, saved)
+  assert f'preempted: saved step {saved}' in out, (why, out[-3000:])
   tokenizer_trainer.run(config, workdir)  # the same job, continued
   resumed, straight = _restore(config, workdir), uninterrupted[1]
-  assert int(resumed.step) == 30
-  _assert_trees_equal(resumed.params, straight.params)
-  _assert_trees_equal(resumed.ema_params, straight.ema_params)
-  _assert_trees_equal(resumed.extra, straight.extra)
+  assert int(resumed.step) == 30, why
+  try:
+    _assert_trees_equal(resumed.params, straight.params)
+    _assert_trees_equal(resumed.ema_params, straight.ema_params)
+    _assert_trees_equal(resumed.extra, straight.extra)
+  except AssertionError as e:
+    raise AssertionError(f'{why}, saved step {saved}: {e}') from None
 
 
 def test_corrupt_latest_checkpoint_falls_back_and_resumes_exactly(

@@ -18,9 +18,15 @@ run `--batch_size` samples per call, each call sampled and decoded on its
 own, so memory is that of one batch at any `--num_samples`. The Python API
 is `walt.inference.cascade.run_cascade` (or `Generator.sample_text` /
 `Generator.super_resolve`).
+
+The flags are checked against every stage's training config (read from its
+checkpoint) before a model is built (`walt.preflight.cascade_flags`): a bad
+one stops the run with one line naming the flag and the fix.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import app
 from absl import flags
@@ -33,6 +39,7 @@ from walt.evaluation import oracle
 from walt import inference
 from walt.inference import cascade as cascade_lib
 from walt import media
+from walt import preflight
 from walt import storage
 from walt.parallel import distributed
 
@@ -63,9 +70,41 @@ _FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the files.')
 flags.mark_flags_as_required(['workdirs', 'out'])
 
 
+# The flags `preflight.cascade_flags` checks.
+CHECKED_FLAGS = ('caption', 'eval_captions', 'class_label', 'sr_noise',
+                 'num_samples', 'steps', 'batch_size')
+
+
+def validate() -> list:
+  """Every stage's training config (read from its checkpoint), once the
+  flags have been checked against them; nothing is built or compiled. A
+  bad flag exits with one line per problem, each naming the flag and the
+  fix."""
+  workdirs = list(_WORKDIRS.value)
+  if not workdirs:
+    sys.exit('walt.cascade: --workdirs: give the stage workdirs, base first '
+             '(--workdirs=BASE,SR1,...)')
+  configs, problems = [], []
+  for i, workdir in enumerate(workdirs):
+    config, found = preflight.denoiser_config(
+        workdir, f'--workdirs: stage {i} ({workdir or "empty"})')
+    configs.append(config)
+    problems += found
+  if all(c is not None for c in configs):
+    problems += preflight.cascade_flags(
+        configs, workdirs,
+        {name: flags.FLAGS[name].value for name in CHECKED_FLAGS})
+  if problems:
+    sys.exit('\n'.join(f'walt.cascade: {p}' for p in problems))
+  return configs
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    sys.exit(f'walt.cascade: unexpected arguments {argv[1:]}: quote a value '
+             'with spaces (--caption="a red circle")')
   distributed.initialize_from_flags()
+  validate()
   stages = [inference.load_denoiser(w) for w in _WORKDIRS.value]
   labels = None
   if _CLASS.value is not None:

@@ -25,11 +25,20 @@ What each job reads (`missing_inputs`):
              `reference.stats`, the `reference.split` data the task reads,
              the generator workdir's checkpoint (unless `poll_seconds > 0`:
              then the job waits for it) and the generator's tokenizer
+
+The sampling CLIs (`walt.sample`, `walt.cascade`) check their flags the same
+way, against the training config saved with each checkpoint
+(`denoiser_config`, `sample_flags`, `cascade_flags`): each problem is one
+line that names the flag and the fix, found before a model is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+
+from absl import logging
+import ml_collections
 
 from walt import checkpoint as ckpt_lib
 from walt import storage
@@ -295,3 +304,200 @@ def _missing_file(field: str, path: str, loader, fix: str = '') -> list[str]:
   except FileNotFoundError as e:
     return [f'{field}: {e}{fix}']
   return [f'{field}: {path or "(no path given)"} is missing']
+
+
+# ---------------------------------------------------------- the sampling CLIs
+
+
+@contextlib.contextmanager
+def _quiet_info_logs():
+  """absl INFO records held back (Orbax logs every checkpoint directory it
+  opens), so that a problem found meanwhile is the one line on stderr."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.WARNING)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def denoiser_config(workdir: str | None, where: str | None = None
+                    ) -> tuple[object | None, list[str]]:
+  """(the training config saved with the latest checkpoint of a denoiser
+  `workdir`, or None; problems, each starting with `where`, default
+  `--workdir=WORKDIR`): the workdir holds a W.A.L.T checkpoint and the
+  tokenizers its samples are decoded with. Reads JSON only."""
+  with _quiet_info_logs():
+    return _denoiser_config(workdir, where or f'--workdir={workdir}')
+
+
+def _denoiser_config(workdir, where):
+  if not workdir:
+    return None, [f'{where}: give a trained denoiser\'s workdir']
+  if not has_checkpoint(workdir):
+    return None, [f'{where}: no checkpoint there: give a trained denoiser\'s '
+                  'workdir (train one with python -m walt.main '
+                  f'--config=configs/walt/<name>.py --workdir={workdir})']
+  try:
+    config = ckpt_lib.read_config(workdir)
+  except Exception as e:  # pylint: disable=broad-except
+    first = (str(e).splitlines() or [''])[0]
+    return None, [f'{where}: its checkpoint config does not read '
+                  f'({type(e).__name__}: {first}): give another workdir']
+  if config.get('job') != 'walt':
+    return None, [f'{where}: a {config.get("job") or "non"}-job checkpoint, '
+                  'not a denoiser\'s: give a W.A.L.T denoiser workdir']
+  problems = tokenizer_workdir(config.tokenizer.workdir,
+                               f'{where}: its tokenizer', config.data.name)
+  if config.model.get('low_res_channels'):
+    problems += tokenizer_workdir(
+        config.cascade.low_res_tokenizer.workdir,
+        f'{where}: its cascade.low_res_tokenizer', config.data.name)
+  return config, problems
+
+
+def _model(config, field: str, default=0):
+  return config.model.get(field, default)
+
+
+def _class_problems(config, class_label, what: str) -> list[str]:
+  classes = _model(config, 'num_classes')
+  if class_label is None:
+    return []
+  if not classes:
+    return [f'--class_label={class_label}: {what} is not class-conditional: '
+            'drop --class_label']
+  if not 0 <= class_label < classes:
+    return [f'--class_label={class_label}: {what} has {classes} classes: '
+            f'give 0..{classes - 1}']
+  return []
+
+
+def _at_least(values: dict, minimums: dict[str, int]) -> list[str]:
+  return [f'--{name}={values[name]}: must be at least {low}'
+          for name, low in minimums.items()
+          if values.get(name) is not None and values[name] < low]
+
+
+def sample_flags(config, values: dict) -> list[str]:
+  """Problems of `python -m walt.sample` flags (`values`: flag name ->
+  value; a missing name has its default) for the denoiser trained with
+  `config`: classes, text, frame inputs and their files, frame counts."""
+  from walt import media  # pylint: disable=g-import-not-at-top
+  from walt.inference import frames as frames_lib  # pylint: disable=g-import-not-at-top
+  v = {'class_label': None, 'caption': None, 'given': None, 'image': None,
+       'interpolate': None, 'given_frames': 5, 'chunks': 0,
+       'reconstruction_guidance': 0.0, 'num_samples': 1, 'steps': 1,
+       'batch_size': 1, 'workdir': '', **values}
+  if _model(config, 'low_res_channels'):
+    return [f'--workdir={v["workdir"]} is a super-resolution stage: run it '
+            'on a lower stage\'s output with python -m walt.cascade '
+            f'--workdirs=BASE,...,{v["workdir"]}']
+  problems = _at_least(v, {'num_samples': 1, 'steps': 1, 'batch_size': 1,
+                           'chunks': 0})
+  problems += _class_problems(config, v['class_label'], 'the model')
+  if v['caption'] and not _model(config, 'text_dim'):
+    problems.append('--caption: the model takes no text: drop --caption, or '
+                    'give a text model\'s --workdir' + (
+                        ' (this one takes --class_label=K)'
+                        if _model(config, 'num_classes') else ''))
+  modes = [m for m in ('given', 'image', 'interpolate') if v[m]]
+  w_r = v['reconstruction_guidance']
+  if len(modes) > 1:
+    problems.append(f'--{", --".join(modes)}: give only one of --given, '
+                    '--image, --interpolate')
+  if w_r < 0:
+    problems.append(f'--reconstruction_guidance={w_r}: must be >= 0')
+  elif w_r and not (modes or v['chunks']):
+    problems.append(f'--reconstruction_guidance={w_r} conditions on given '
+                    'frames: add --given, --image, --interpolate or '
+                    '--chunks, or drop it')
+  if ((modes or v['chunks']) and not w_r
+      and not _model(config, 'frame_conditioning', True)):
+    problems.append(f'--{(modes or ["chunks"])[0]}: the model has no '
+                    'frame-conditioning input: add '
+                    '--reconstruction_guidance=W (W > 0, e.g. 2)')
+  interpolate = list(v['interpolate'] or [])
+  if interpolate and len(interpolate) != 2:
+    problems.append(f'--interpolate={",".join(interpolate)}: give two '
+                    'images, --interpolate=first.png,last.png')
+  files = [(m, p) for m in modes for p in (
+      interpolate if m == 'interpolate' else [v[m]])]
+  missing = [f'--{m}={p}: {p} does not exist' for m, p in files
+             if not storage.exists(p)]
+  problems += missing
+  k = v['given_frames']
+  if v['given'] or v['chunks']:
+    try:
+      frames_lib.given_latent_frames(k, config.tokenizer.temporal_factor,
+                                     config.data.frames)
+    except ValueError as e:
+      problems.append(f'--given_frames={k}: {e}')
+  if v['given'] and not missing:
+    try:
+      length = len(media.read_video(v['given']))
+    except (OSError, ValueError) as e:
+      problems.append(f'--given={v["given"]}: {e}')
+    else:
+      if length < k:
+        problems.append(f'--given={v["given"]} has {length} frames, fewer '
+                        f'than --given_frames={k}: give a longer video or '
+                        'fewer --given_frames (1 + '
+                        f'{config.tokenizer.temporal_factor}k)')
+  return problems
+
+
+def cascade_flags(configs: list, workdirs: list[str], values: dict
+                  ) -> list[str]:
+  """Problems of `python -m walt.cascade` flags for the stages trained with
+  `configs` (one per workdir of `--workdirs`, base first): the order of
+  the stages and their sizes, and what the base stage is conditioned on."""
+  v = {'caption': None, 'eval_captions': 0, 'class_label': None,
+       'sr_noise': None, 'num_samples': 1, 'steps': 1, 'batch_size': 1,
+       **values}
+  problems = _at_least(v, {'num_samples': 1, 'steps': 1, 'batch_size': 1,
+                           'eval_captions': 0})
+  if v['sr_noise'] is not None and not 0 <= v['sr_noise'] < 1:
+    problems.append(f'--sr_noise={v["sr_noise"]}: must lie in [0, 1)')
+  base = configs[0]
+  if _model(base, 'low_res_channels'):
+    return problems + [
+        f'--workdirs: the first stage ({workdirs[0]}) is a super-resolution '
+        'stage: give the base model first (--workdirs=BASE,SR1,...)']
+  for i in range(1, len(configs)):
+    here = f'stage {i} ({workdirs[i]})'
+    if not _model(configs[i], 'low_res_channels'):
+      problems.append(f'--workdirs: {here} is not a super-resolution stage: '
+                      'give one base model, then SR stages (--workdirs='
+                      'BASE,SR1,...)')
+      continue
+    makes = (configs[i - 1].data.frames, *configs[i - 1].data.resolution)
+    takes = (configs[i].data.frames,
+             *configs[i].cascade.low_res_resolution)
+    if tuple(makes) != tuple(takes):
+      problems.append(
+          f'--workdirs: stage {i - 1} makes {"x".join(map(str, makes))} '
+          f'clips (frames x height x width), {here} takes '
+          f'{"x".join(map(str, takes))}: give the stages in order, each SR '
+          'stage after the one it upsamples')
+  text = _model(base, 'text_dim')
+  if v['caption'] and v['eval_captions']:
+    problems.append('--caption, --eval_captions: give one of them')
+  if v['caption'] and not any(_model(c, 'text_dim') for c in configs):
+    problems.append('--caption: no stage takes text: drop --caption' + (
+        ', give --class_label=K' if _model(base, 'num_classes') else ''))
+  if text and not (v['caption'] or v['eval_captions']):
+    problems.append('--caption: the base stage is a text model: give '
+                    '--caption=TEXT or --eval_captions=N')
+  problems += _class_problems(base, v['class_label'], 'the base stage')
+  classes = _model(base, 'num_classes')
+  if classes and v['class_label'] is None and not (v['caption'] or
+                                                   v['eval_captions']):
+    problems.append('--class_label: the base stage is class-conditional: '
+                    f'give --class_label=K (0..{classes - 1})')
+  if v['eval_captions'] > 0:
+    data = base.data.to_dict()
+    data['build'] = False  # the evaluation reads the split as it is
+    problems += dataset(ml_collections.ConfigDict(data), 'validation',
+                        f'--eval_captions={v["eval_captions"]} reads')
+  return problems

@@ -15,16 +15,21 @@ r"""The whole W.A.L.T pipeline on moving_sprites, in minutes on a CPU.
    `WORKDIR/denoiser/samples/<step>/`.
 
 Each stage is the same job `python -m walt.main` runs; rerunning resumes from
-what is already in WORKDIR. Sample more with
+what is already in WORKDIR (the data and the latent cache are reused).
+`--set=tokenizer.FIELD=VALUE` / `--set=denoiser.FIELD=VALUE` (repeatable)
+change a field of either config, e.g. a shorter run; without them the run
+is the one above. Sample more with
 `python -m walt.sample --workdir=WORKDIR/denoiser --out=DIR`.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -46,6 +51,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where everything goes.')
 _CONFIGS = flags.DEFINE_string(
     'configs_dir', None, 'The repository\'s configs/ (default: next to the '
     'walt package).')
+_SET = flags.DEFINE_multi_string(
+    'set', [], 'tokenizer.FIELD=VALUE or denoiser.FIELD=VALUE (repeatable): '
+    'a field of that job\'s config (FIELD a dotted path, e.g. '
+    'tokenizer.total_steps=1000 or denoiser.model.num_layers=2).')
 flags.mark_flags_as_required(['workdir'])
 
 TOKENIZER_CONFIG = 'tokenizer/sprites.py'
@@ -54,6 +63,46 @@ DENOISER_CONFIG = 'walt/sprites.py'
 
 def load_config(relative: str, arg: str | None = None):
   return config_lib.load_file(relative, arg, _CONFIGS.value)
+
+
+def _value(text: str, current):
+  """`text` as the type of the field's `current` value (a sequence, None
+  or a dict: a Python literal)."""
+  if isinstance(current, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'{text!r} is not a boolean')
+    return text.lower() in ('true', '1')
+  if isinstance(current, (int, float, str)):
+    return type(current)(text)
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+  return tuple(value) if isinstance(value, list) else value
+
+
+def apply_overrides(configs: dict, overrides) -> None:
+  """`JOB.FIELD=VALUE` items (`configs`: job name -> ConfigDict) set in
+  place; raises ValueError naming the item for an unknown job or field."""
+  for item in overrides:
+    key, sep, text = item.partition('=')
+    job, _, field = key.strip().partition('.')
+    if not sep or not field or job not in configs:
+      raise ValueError(f'--set={item}: give ' + ' or '.join(
+          f'{name}.FIELD=VALUE' for name in configs))
+    *path, leaf = field.split('.')
+    node = configs[job]
+    for part in path:
+      node = node.get(part) if hasattr(node, 'get') else None
+    if not hasattr(node, 'get') or leaf not in node:
+      raise ValueError(f'--set={item}: the {job} config has no field '
+                       f'{field!r}')
+    try:
+      value = _value(text.strip(), node[leaf])
+    except ValueError as e:
+      raise ValueError(f'--set={item}: {e}') from None
+    with configs[job].unlocked():
+      node[leaf] = value
 
 
 def _run_job(config, workdir: str, mode: str = 'train'):
@@ -90,7 +139,8 @@ def _quiet_logging(workdir: str) -> str:
   return os.path.join(workdir, 'quickstart.INFO')
 
 
-def run(workdir: str, quiet: bool = True) -> dict:
+def run(workdir: str, quiet: bool = True, overrides=()) -> dict:
+  """The five stages in `workdir`; `overrides`: `--set` items."""
   started = time.time()
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if quiet:
@@ -100,17 +150,17 @@ def run(workdir: str, quiet: bool = True) -> dict:
   listener = lambda line: print(f'    {stage[0]} {line}', flush=True)
   metrics_lib.PROGRESS_LISTENERS.append(listener)
   try:
-    return _run_stages(workdir, started, stage)
+    return _run_stages(workdir, started, stage, overrides)
   finally:
     metrics_lib.PROGRESS_LISTENERS.remove(listener)
 
 
-def _run_stages(workdir: str, started: float, stage: list) -> dict:
+def _configs(workdir: str, overrides=()) -> tuple:
+  """The (tokenizer, denoiser) configs of a quickstart in `workdir`, with
+  `overrides` applied and validated (before anything runs)."""
   data_dir = os.path.join(workdir, 'data')
   tok_dir = os.path.join(workdir, 'tokenizer')
-  den_dir = os.path.join(workdir, 'denoiser')
   cache_dir = os.path.join(workdir, 'latents')
-
   tok_config = load_config(TOKENIZER_CONFIG, 'quick')
   den_config = load_config(DENOISER_CONFIG, 'quick')
   with tok_config.unlocked():
@@ -121,6 +171,21 @@ def _run_stages(workdir: str, started: float, stage: list) -> dict:
     # The denoiser reads latents encoded once (its own step is cheaper than
     # encoding a batch on the fly).
     den_config.latents.cache = cache_dir
+  apply_overrides({'tokenizer': tok_config, 'denoiser': den_config},
+                  overrides)
+  for config in (tok_config, den_config):
+    job = jobs.load(config.job)
+    config_lib.validate(config, extra=getattr(job, 'VALIDATORS', ()))
+  return tok_config, den_config
+
+
+def _run_stages(workdir: str, started: float, stage: list,
+                overrides=()) -> dict:
+  data_dir = os.path.join(workdir, 'data')
+  tok_dir = os.path.join(workdir, 'tokenizer')
+  den_dir = os.path.join(workdir, 'denoiser')
+  cache_dir = os.path.join(workdir, 'latents')
+  tok_config, den_config = _configs(workdir, overrides)
 
   _stage(f'1/5 building {tok_config.data.name} in {data_dir}', started)
   with contextlib.redirect_stdout(io.StringIO()) as tfds_prints:
@@ -174,7 +239,12 @@ def _run_stages(workdir: str, started: float, stage: list) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  run(_WORKDIR.value)
+  try:
+    # A bad --set item or field value stops here, before any stage runs.
+    _configs(os.path.abspath(os.path.expanduser(_WORKDIR.value)), _SET.value)
+  except ValueError as e:
+    sys.exit(f'walt.quickstart: {e}')
+  run(_WORKDIR.value, overrides=_SET.value)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,10 @@ r"""Samples videos from a trained W.A.L.T denoiser.
     # a text model (SR stages run through python -m walt.cascade):
     ... --caption="a red circle bouncing left and right"
 
+Every flag is checked against the training config saved with the
+checkpoint before a model is built (`walt.preflight.sample_flags`): a bad
+one stops the run with one line naming the flag and the fix.
+
 Writes `sample_<i>.mp4` and `sample_<i>.gif` per sample, one `sample.png`
 grid (a row of frames per sample) and `samples.json` (labels, settings) to
 `--out`. Without `--class_label`, class-conditional models sample classes
@@ -29,6 +33,7 @@ conditioned on the last `--given_frames` (5) frames so far. The Python API is
 
 from __future__ import annotations
 
+import sys
 
 from absl import app
 from absl import flags
@@ -38,6 +43,7 @@ import numpy as np
 from walt.data import video_ops
 from walt import inference
 from walt import media
+from walt import preflight
 from walt import storage
 from walt.parallel import distributed
 
@@ -78,17 +84,32 @@ _FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the files.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
 
+# The flags `preflight.sample_flags` checks.
+CHECKED_FLAGS = ('workdir', 'class_label', 'caption', 'num_samples', 'steps',
+                 'given', 'given_frames', 'image', 'interpolate', 'chunks',
+                 'reconstruction_guidance', 'batch_size')
+
+
+def validate():
+  """The denoiser's training config (read from its checkpoint), once every
+  flag has been checked against it; nothing is built or compiled. A bad
+  flag exits with one line per problem, each naming the flag and the fix."""
+  config, problems = preflight.denoiser_config(_WORKDIR.value)
+  if config is not None:
+    problems += preflight.sample_flags(
+        config, {name: flags.FLAGS[name].value for name in CHECKED_FLAGS})
+  if problems:
+    sys.exit('\n'.join(f'walt.sample: {p}' for p in problems))
+  return config
+
+
 def sample_labels(num_classes: int, num_samples: int,
                   class_label: int | None) -> np.ndarray | None:
+  """`[num_samples]` int32 classes: `class_label` (checked by `validate`),
+  else 0, 1, 2, ... in turn; None for a model without classes."""
   if not num_classes:
-    if class_label is not None:
-      raise ValueError('--class_label given, but the model is not '
-                       'class-conditional')
     return None
   if class_label is not None:
-    if not 0 <= class_label < num_classes:
-      raise ValueError(f'--class_label={class_label} not in '
-                       f'[0, {num_classes})')
     return np.full((num_samples,), class_label, np.int32)
   return np.arange(num_samples, dtype=np.int32) % num_classes
 
@@ -111,20 +132,11 @@ def generate(gen: inference.Generator, labels, num_samples: int, *,
 def conditioned(gen: inference.Generator, labels, num_samples: int,
                 **kwargs) -> tuple[np.ndarray | None, dict]:
   """Videos for the frame-conditioning flags (None when none is set) and
-  what they were conditioned on."""
-  modes = [f for f in (_GIVEN, _IMAGE, _INTERPOLATE) if f.value]
-  if len(modes) > 1:
-    raise ValueError('give one of --given, --image, --interpolate')
-  if _RECONSTRUCTION.value and not (modes or _CHUNKS.value):
-    raise ValueError('--reconstruction_guidance conditions on given frames: '
-                     'add --given, --image, --interpolate or --chunks')
+  what they were conditioned on (the flags checked by `validate`)."""
   tile = lambda x: np.repeat(x[None], num_samples, axis=0)
   if _GIVEN.value:
     video = media.read_video(_GIVEN.value)
     k = _GIVEN_FRAMES.value
-    if len(video) < k:
-      raise ValueError(f'--given={_GIVEN.value} has {len(video)} frames, '
-                       f'--given_frames={k}')
     out = gen.predict(tile(video[:k]), labels=labels, **kwargs)
     return out, {'given': _GIVEN.value, 'given_frames': k}
   if _IMAGE.value:
@@ -132,8 +144,6 @@ def conditioned(gen: inference.Generator, labels, num_samples: int,
                              labels=labels, **kwargs)
     return out, {'image': _IMAGE.value}
   if _INTERPOLATE.value:
-    if len(_INTERPOLATE.value) != 2:
-      raise ValueError('--interpolate takes two images: first.png,last.png')
     first, last = (tile(media.read_image(p)) for p in _INTERPOLATE.value)
     out = gen.interpolate(first, last, labels=labels, **kwargs)
     return out, {'interpolate': list(_INTERPOLATE.value)}
@@ -141,15 +151,12 @@ def conditioned(gen: inference.Generator, labels, num_samples: int,
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    sys.exit(f'walt.sample: unexpected arguments {argv[1:]}: quote a value '
+             'with spaces (--caption="a red circle")')
   distributed.initialize_from_flags()
+  validate()
   gen = inference.load_denoiser(_WORKDIR.value)
-  if gen.config.low_res_channels:
-    raise ValueError('this is a super-resolution stage: run it on a lower '
-                     'stage\'s output with python -m walt.cascade '
-                     '--workdirs=BASE,...,THIS')
-  if _CAPTION.value and not gen.config.text_dim:
-    raise ValueError('--caption given, but the model takes no text')
   labels = sample_labels(gen.num_classes, _NUM.value, _CLASS.value)
   kwargs = {'steps': _STEPS.value, 'guidance': _GUIDANCE.value,
             'eta': _ETA.value, 'seed': _SEED.value,

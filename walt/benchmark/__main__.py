@@ -2,6 +2,8 @@ r"""Runs benchmark suites and prints one JSON object per measurement.
 
     python -m walt.benchmark --suite=all [--json] [--repeats=5] \
         [--out=bench.jsonl]
+    # the suites' rows in seconds at test sizes (figures meaningless):
+    python -m walt.benchmark --suite=matmul_peak,peer --tiny --repeats=1
 
 Suites: matmul_peak, train_step, peer, window_scaling, sampler, remat,
 tokenizer (comma-separated, or `all`). Without --json a table is printed as
@@ -33,15 +35,25 @@ def define_flags():
   flags.DEFINE_bool('json', False, 'JSON lines only (no table)')
   flags.DEFINE_integer('repeats', 5, 'timed repeats per measurement')
   flags.DEFINE_string('out', '', 'also append the JSON lines to this file')
+  flags.DEFINE_bool('tiny', False, f'{", ".join(suites.TINY_SUITES)} at '
+                    'test sizes (rows marked "tiny": true): checks that the '
+                    'suites run, measures nothing')
 
 
-def selected(spec: str) -> list[str]:
+def selected(spec: str, tiny: bool = False) -> list[str]:
   names = list(ORDER) if spec == 'all' else [s.strip() for s in
                                               spec.split(',') if s.strip()]
   unknown = [n for n in names if n not in ALL]
   if unknown or not names:
     raise app.UsageError(f'--suite={spec!r}: unknown {unknown}; one of '
                          f'{", ".join(ORDER)} or all')
+  if tiny and spec == 'all':
+    return list(suites.TINY_SUITES)
+  if tiny:
+    full = [n for n in names if n not in suites.TINY_SUITES]
+    if full:
+      raise app.UsageError(f'--tiny: {", ".join(full)} has no tiny size; '
+                           f'--tiny runs {", ".join(suites.TINY_SUITES)}')
   return names
 
 
@@ -54,12 +66,14 @@ def _short(value):
 def main(argv):
   del argv
   f = flags.FLAGS
-  names = selected(f.suite)
-  cache: dict = {}
+  names = selected(f.suite, f.tiny)
+  cache: dict = {'sizes': suites.TINY} if f.tiny else {}
   rows = []
   started = time.perf_counter()
   for name in names:
     for row in ALL[name](f.repeats, cache):
+      if f.tiny:
+        row['tiny'] = True  # never to be read as a measurement
       rows.append(row)
       line = json.dumps(row)
       print(line, flush=True)

@@ -4,6 +4,9 @@ Each suite yields JSON-ready dicts with `suite`, `seconds` (median after a
 warm-up) and its derived figures; every ratio is formed from figures
 measured in the same process, interleaved (`timing.interleaved_medians`).
 Shapes are CPU-sized: the suite `all` runs in about 10 minutes on 2 cores.
+`--tiny` runs `TINY_SUITES` at `TINY` sizes (seconds, for tests: the rows
+are right in form, their figures mean nothing); `cache['sizes']` holds the
+sizes of a run.
 """
 
 from __future__ import annotations
@@ -18,17 +21,28 @@ Row = dict
 # The architecture comparisons: width / depth / heads / batch.
 WIDTH, DEPTH, HEADS, BATCH = 256, 8, 4, 8
 LATENT_CHANNELS = 8
+MATMUL_N = 2048  # the matmul peak's n x n x n
+FULL = {'width': WIDTH, 'depth': DEPTH, 'heads': HEADS, 'batch': BATCH,
+        'matmul_n': MATMUL_N}
+TINY = {'width': 32, 'depth': 2, 'heads': 2, 'batch': 2, 'matmul_n': 256}
+TINY_SUITES = ('matmul_peak', 'peer')
+
+
+def _sizes(cache: dict) -> dict:
+  return cache.get('sizes', FULL)
 
 
 def _peak_flops(cache: dict) -> float:
   if 'float32' not in cache:
-    cache['float32'] = timing.matmul_peak('float32')['flops_per_sec']
+    cache['float32'] = timing.matmul_peak(
+        'float32', n=_sizes(cache)['matmul_n'])['flops_per_sec']
   return cache['float32']
 
 
 def matmul_peak(repeats: int, cache: dict) -> Iterator[Row]:
   for dtype in ('float32', 'bfloat16'):
-    row = timing.matmul_peak(dtype, repeats=repeats)
+    row = timing.matmul_peak(dtype, n=_sizes(cache)['matmul_n'],
+                             repeats=repeats)
     cache.setdefault(dtype, row['flops_per_sec'])
     yield {'suite': 'matmul_peak', **row}
 
@@ -38,22 +52,25 @@ def peer(repeats: int, cache: dict) -> Iterator[Row]:
   attention on a 1x16x16 latent (256 tokens: both windows are the whole
   grid) and the default windows on 5x16x16 (1280 tokens, batch 4)."""
   peak = _peak_flops(cache)
-  for attention, t, batch in (('full', 1, BATCH), ('window', 5, BATCH // 2)):
+  z = _sizes(cache)
+  width, depth, heads = z['width'], z['depth'], z['heads']
+  for attention, t, batch in (('full', 1, z['batch']),
+                              ('window', 5, z['batch'] // 2)):
     latent = (t, 16, 16, LATENT_CHANNELS)
-    cfg = models.denoiser_config(latent, WIDTH, DEPTH, HEADS)
-    scanned = models.denoiser_config(latent, WIDTH, DEPTH, HEADS,
+    cfg = models.denoiser_config(latent, width, depth, heads)
+    scanned = models.denoiser_config(latent, width, depth, heads,
                                      scan_unroll=1)
     runners = {'walt': models.denoiser_runner(cfg, batch),
                'walt_scanned': models.denoiser_runner(scanned, batch),
-               'dit': models.dit_runner(latent, WIDTH, DEPTH, HEADS, batch)}
+               'dit': models.dit_runner(latent, width, depth, heads, batch)}
     sec = timing.interleaved_medians(runners, repeats)
     tokens = batch * t * 256
     walt_flops = models.train_flops(cfg, batch)
-    dit_flops = models.dit_train_flops(WIDTH, DEPTH, t * 256, batch,
+    dit_flops = models.dit_train_flops(width, depth, t * 256, batch,
                                        LATENT_CHANNELS)
     yield {'suite': 'peer', 'attention': attention,
-           'latent': 'x'.join(map(str, latent[:3])), 'width': WIDTH,
-           'depth': DEPTH, 'batch': batch, 'tokens': tokens,
+           'latent': 'x'.join(map(str, latent[:3])), 'width': width,
+           'depth': depth, 'batch': batch, 'tokens': tokens,
            'seconds': sec['walt'], 'dit_seconds': sec['dit'],
            'scanned_seconds': sec['walt_scanned'],
            'per_token_vs_dit': sec['walt'] / sec['dit'],
