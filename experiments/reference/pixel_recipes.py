@@ -60,6 +60,9 @@ def _args():
   p.add_argument('--guidance', type=float, default=3.0)
   p.add_argument('--num_images', type=int, default=20_000)
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--latents', default='',
+                 help='a walt latent cache: train on its latent images '
+                 'instead of pixels (samples decoded by its tokenizer)')
   return p.parse_args()
 
 
@@ -74,6 +77,25 @@ def images(n: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     ys.append(p.label)
   x = np.stack(xs).astype(np.float32) / 127.5 - 1.0
   return x.transpose(0, 3, 1, 2), np.asarray(ys, np.int64)
+
+
+def latent_images(cache: str):
+  """The independent images and the videos' first frames of a walt latent
+  cache (`--mode=cache_latents`): (latents `[n, h, w, c]` float32, labels
+  `[n]`, decode: latents `[m, h, w, c]` -> frames `[m, H, W, 3]` in [-1, 1]
+  by the cache's tokenizer)."""
+  from walt.data import latent_cache  # pylint: disable=g-import-not-at-top
+  from walt.inference import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  source = latent_cache.LatentCacheSource(cache)
+  xs, ys = [], []
+  for i in range(len(source)):
+    e = source[i]
+    # The causal tokenizer encodes a clip's first frame alone: an image.
+    xs += [e['image'], e['video'][0]]
+    ys += [int(e['image_label']), int(e['label'])]
+  tok = tokenizer_lib.load_tokenizer(source.metadata['tokenizer'])
+  decode = lambda z: np.asarray(tok.decode(np.asarray(z)[:, None]))[:, 0]
+  return np.stack(xs).astype(np.float32), np.asarray(ys), decode
 
 
 def betas(args) -> np.ndarray:
@@ -117,11 +139,18 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   torch.manual_seed(args.seed)
   torch.set_num_threads(2)
-  x_all, y_all = images(args.num_images)
+  decode = None
+  if args.latents:
+    x_all, y_all, decode = latent_images(args.latents)
+    x_all = x_all.transpose(0, 3, 1, 2)
+  else:
+    x_all, y_all = images(args.num_images)
   x_all, y_all = torch.from_numpy(x_all), torch.from_numpy(y_all)
+  channels, size = x_all.shape[1], x_all.shape[2]
   null = sprites.NUM_CLASSES
   model = diffusers.UNet2DModel(
-      sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+      sample_size=size, in_channels=channels, out_channels=channels,
+      layers_per_block=1,
       block_out_channels=(32, 64, 64),
       down_block_types=('DownBlock2D', 'DownBlock2D', 'AttnDownBlock2D'),
       up_block_types=('AttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'),
@@ -163,7 +192,8 @@ def main():
   model.eval()
   results = dict(vars(args), steps_trained=step, images_seen=seen,
                  train_seconds=train_seconds,
-                 **sample_and_score(args, model, sched_kw, null))
+                 **sample_and_score(args, model, sched_kw, null,
+                                   x_all.shape[1:], decode))
   with open(os.path.join(args.out, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
   print(json.dumps({k: results[k] for k in (
@@ -171,33 +201,41 @@ def main():
 
 
 @torch.no_grad()
-def sample_and_score(args, model, sched_kw, null) -> dict:
+def sample_and_score(args, model, sched_kw, null, shape, decode) -> dict:
   sched = diffusers.DDIMScheduler(timestep_spacing=args.spacing,
                                   set_alpha_to_one=True, **sched_kw)
   sched.set_timesteps(args.steps)
   n = args.samples_per_class
   labels = torch.arange(sprites.NUM_CLASSES).repeat_interleave(n)
   g = torch.Generator().manual_seed(1234)
-  z = torch.randn((len(labels), 3, 32, 32), generator=g)
+  z = torch.randn((len(labels), *shape), generator=g)
   for t in sched.timesteps:
     both = torch.cat([z, z])
     cls = torch.cat([labels, torch.full_like(labels, null)])
     out = model(both, t, class_labels=cls).sample
     cond, uncond = out.chunk(2)
     z = sched.step(uncond + args.guidance * (cond - uncond), t, z).prev_sample
-  x = z.clamp(-1, 1).permute(0, 2, 3, 1).numpy()
-  videos = x[:, None]
+  x = z.permute(0, 2, 3, 1).numpy()
+  x = np.clip(decode(x) if decode else x, -1, 1)
+  return score_and_grid(args.out, x, labels.numpy(), n)
+
+
+def score_and_grid(out: str, x: np.ndarray, labels: np.ndarray, n: int
+                   ) -> dict:
+  """Oracle scores of samples `x` `[12 n, 32, 32, 3]` in [-1, 1] (class-major,
+  n per class) and `OUT/grid.png` (rows = classes, x3 to look at)."""
   from walt.evaluation import oracle  # pylint: disable=g-import-not-at-top
-  scores = oracle.score_samples('moving_sprites', videos, labels.numpy())
+  scores = oracle.score_samples('moving_sprites', x[:, None], labels)
+  size = x.shape[1]
   grid = ((x + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-  grid = grid.reshape(sprites.NUM_CLASSES, n, 32, 32, 3)
+  grid = grid.reshape(sprites.NUM_CLASSES, n, size, size, 3)
   grid = np.pad(grid, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
                 constant_values=255)
-  grid = grid.transpose(0, 2, 1, 3, 4).reshape(sprites.NUM_CLASSES * 34,
-                                               n * 34, 3)
-  grid = np.kron(grid, np.ones((3, 3, 1), np.uint8))  # x3 to look at
+  grid = grid.transpose(0, 2, 1, 3, 4).reshape(
+      sprites.NUM_CLASSES * (size + 2), n * (size + 2), 3)
+  grid = np.kron(grid, np.ones((3, 3, 1), np.uint8))
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.fromarray(grid).save(os.path.join(args.out, 'grid.png'))
+  Image.fromarray(grid).save(os.path.join(out, 'grid.png'))
   return scores
 
 
