@@ -98,6 +98,21 @@ def latent_images(cache: str):
   return np.stack(xs).astype(np.float32), np.asarray(ys), decode
 
 
+def train_for_images(args, train_step) -> tuple[int, int, float]:
+  """Calls `train_step(i)` (-> the step's loss) until `args.train_images`
+  images of `args.batch` are seen; prints progress every 200 steps.
+  Returns (steps, images seen, seconds)."""
+  start, step, seen = time.time(), 0, 0
+  while seen < args.train_images:
+    loss = train_step(step)
+    step += 1
+    seen += args.batch
+    if step % 200 == 0:
+      print(f'step {step} images {seen} loss {float(loss):.4f} '
+            f'{time.time() - start:.0f}s', flush=True)
+  return step, seen, time.time() - start
+
+
 def betas(args) -> np.ndarray:
   """The training betas: base schedule, optional log-SNR shift, optional
   zero-terminal-SNR rescaling (Lin et al. 2023, Algorithm 1)."""
@@ -164,8 +179,8 @@ def main():
   train_sched = diffusers.DDPMScheduler(**sched_kw)
   opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
   alpha_bar = torch.as_tensor(np.cumprod(1 - b), dtype=torch.float32)
-  start, step, seen = time.time(), 0, 0
-  while seen < args.train_images:
+
+  def train_step(_):
     idx = torch.randint(0, len(x_all), (args.batch,))
     x0, y = x_all[idx], y_all[idx].clone()
     y[torch.rand(args.batch) < 0.1] = null
@@ -182,12 +197,9 @@ def main():
     loss.backward()
     opt.step()
     ema.step(model.parameters())
-    step += 1
-    seen += args.batch
-    if step % 200 == 0:
-      print(f'step {step} images {seen} loss {loss.item():.4f} '
-            f'{time.time() - start:.0f}s', flush=True)
-  train_seconds = time.time() - start
+    return loss.item()
+
+  step, seen, train_seconds = train_for_images(args, train_step)
   ema.copy_to(model.parameters())
   model.eval()
   results = dict(vars(args), steps_trained=step, images_seen=seen,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -121,16 +120,16 @@ def main():
     return params, opt, ema, loss
 
   np_rng = np.random.default_rng(args.seed)
-  start, seen, i = time.time(), 0, 0
-  while seen < args.train_images:
+  state = [params, opt, ema]
+
+  def train_step(i):
     idx = np_rng.integers(0, len(x_all), args.batch)
-    params, opt, ema, loss = step(params, opt, ema, i, x_all[idx], y_all[idx])
-    i += 1
-    seen += args.batch
-    if i % 200 == 0:
-      print(f'step {i} images {seen} loss {float(loss):.4f} '
-            f'{time.time() - start:.0f}s', flush=True)
-  train_seconds = time.time() - start
+    *new_state, loss = step(*state, i, x_all[idx], y_all[idx])
+    state[:] = new_state
+    return loss
+
+  i, seen, train_seconds = pixel_recipes.train_for_images(args, train_step)
+  ema = state[2]
   x = sample(args, model, ema, schedule, shape, null)
   x = np.clip(decode(x)[:, 0], -1, 1)
   results = dict(vars(args), steps_trained=i, images_seen=seen,
